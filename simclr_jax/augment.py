@@ -1,0 +1,125 @@
+"""Device-side augmentation: colour jitter, greyscale and Gaussian blur, in jnp.
+
+Runs inside the jitted train step on uint8 views that the host already cropped and flipped.
+Every example draws from its own key, derived from its position in the *global* batch, so
+the draw does not depend on how the batch is split over devices.
+"""
+
+import jax
+import jax.numpy as jnp
+
+GREY_WEIGHTS = jnp.array([0.2989, 0.5870, 0.1140])  # tf.image.rgb_to_grayscale's weights
+
+
+def to_grayscale(x: jnp.ndarray) -> jnp.ndarray:
+    """RGB -> grey, kept as 3 channels."""
+    return jnp.broadcast_to(jnp.sum(x * GREY_WEIGHTS, axis=-1, keepdims=True), x.shape)
+
+
+def rgb_to_hsv(rgb: jnp.ndarray) -> jnp.ndarray:
+    """Same convention as tf.image.rgb_to_hsv: h, s, v all in [0, 1]."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v = jnp.max(rgb, axis=-1)
+    c = v - jnp.min(rgb, axis=-1)
+    safe_c = jnp.where(c > 0, c, 1.0)
+    s = jnp.where(v > 0, c / jnp.where(v > 0, v, 1.0), 0.0)
+    h = jnp.where(v == r, (g - b) / safe_c,
+                  jnp.where(v == g, 2.0 + (b - r) / safe_c, 4.0 + (r - g) / safe_c))
+    h = jnp.where(c > 0, (h / 6.0) % 1.0, 0.0)
+    return jnp.stack([h, s, v], axis=-1)
+
+
+def hsv_to_rgb(hsv: jnp.ndarray) -> jnp.ndarray:
+    """Inverse of rgb_to_hsv."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    k = (jnp.array([5.0, 3.0, 1.0]) + h[..., None] * 6.0) % 6.0
+    f = jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
+    return v[..., None] - v[..., None] * s[..., None] * f
+
+
+def adjust_brightness(x, factor):
+    """SimCLRv2 brightness: multiplicative."""
+    return x * factor
+
+
+def adjust_contrast(x, factor):
+    """tf.image.adjust_contrast: scale each channel's deviation from its spatial mean."""
+    mean = jnp.mean(x, axis=(0, 1), keepdims=True)
+    return (x - mean) * factor + mean
+
+
+def adjust_saturation(x, factor):
+    """tf.image.adjust_saturation: scale S in HSV."""
+    hsv = rgb_to_hsv(x)
+    return hsv_to_rgb(hsv.at[..., 1].set(jnp.clip(hsv[..., 1] * factor, 0.0, 1.0)))
+
+
+def adjust_hue(x, delta):
+    """tf.image.adjust_hue: rotate H in HSV by delta (fraction of a turn)."""
+    hsv = rgb_to_hsv(x)
+    return hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + delta) % 1.0))
+
+
+def color_jitter(key: jax.Array, x: jnp.ndarray, strength: float) -> jnp.ndarray:
+    """Brightness, contrast, saturation (0.8 s) and hue (0.2 s) in a random order.
+
+    Clipped to [0, 1] after each op, as in the official code.
+    """
+    b, c, s, h = 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength
+    k_order, k_b, k_c, k_s, k_h = jax.random.split(key, 5)
+    ops = [
+        lambda y: adjust_brightness(y, jax.random.uniform(k_b, (), minval=max(0.0, 1 - b),
+                                                          maxval=1 + b)),
+        lambda y: adjust_contrast(y, jax.random.uniform(k_c, (), minval=max(0.0, 1 - c),
+                                                        maxval=1 + c)),
+        lambda y: adjust_saturation(y, jax.random.uniform(k_s, (), minval=max(0.0, 1 - s),
+                                                          maxval=1 + s)),
+        lambda y: adjust_hue(y, jax.random.uniform(k_h, (), minval=-h, maxval=h)),
+    ]
+    order = jax.random.permutation(k_order, 4)
+    for slot in range(4):
+        x = jnp.clip(jax.lax.switch(order[slot], ops, x), 0.0, 1.0)
+    return x
+
+
+def gaussian_blur(key: jax.Array, x: jnp.ndarray, sigma_range=(0.1, 2.0)) -> jnp.ndarray:
+    """Separable Gaussian blur, kernel 10% of the image side, sigma ~ U(sigma_range).
+
+    Zero 'SAME' padding, as the official depthwise_conv2d implementation.
+    """
+    radius = x.shape[0] // 10 // 2
+    if radius == 0:
+        return x
+    sigma = jax.random.uniform(key, (), minval=sigma_range[0], maxval=sigma_range[1])
+    taps = jnp.arange(-radius, radius + 1, dtype=x.dtype)
+    w = jnp.exp(-(taps**2) / (2.0 * sigma**2))
+    w = w / jnp.sum(w)
+    for axis in (0, 1):
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (radius, radius)
+        xp = jnp.pad(x, pad)
+        size = x.shape[axis]
+        x = sum(w[t] * jax.lax.slice_in_dim(xp, t, t + size, axis=axis)
+                for t in range(2 * radius + 1))
+    return x
+
+
+def augment_view(key: jax.Array, image: jnp.ndarray, strength: float, jitter_prob: float,
+                 grey_prob: float, blur_prob: float) -> jnp.ndarray:
+    """The device part of one SimCLR view: [0,1] float image in, [0,1] float image out."""
+    k_apply_j, k_j, k_apply_g, k_apply_b, k_b = jax.random.split(key, 5)
+    jittered = color_jitter(k_j, image, strength)
+    x = jnp.where(jax.random.uniform(k_apply_j) < jitter_prob, jittered, image)
+    x = jnp.where(jax.random.uniform(k_apply_g) < grey_prob, to_grayscale(x), x)
+    if blur_prob > 0:
+        x = jnp.where(jax.random.uniform(k_apply_b) < blur_prob, gaussian_blur(k_b, x), x)
+    return jnp.clip(x, 0.0, 1.0)
+
+
+def augment_batch(key: jax.Array, images: jnp.ndarray, strength: float, jitter_prob: float = 0.8,
+                  grey_prob: float = 0.2, blur_prob: float = 0.0) -> jnp.ndarray:
+    """Augments a uint8 batch (B, H, W, 3); example i uses fold_in(key, i)."""
+    x = images.astype(jnp.float32) / 255.0
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(images.shape[0]))
+    return jax.vmap(lambda k, im: augment_view(k, im, strength, jitter_prob, grey_prob,
+                                               blur_prob))(keys, x)

@@ -1,0 +1,52 @@
+"""Orbax checkpoints of the train state (and the config), saved asynchronously.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a job killed
+mid-save leaves no step directory that looks valid; stale temporaries are removed on start-up.
+"""
+
+import json
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+from simclr_jax.errors import UserError
+
+
+def checkpoint_dir(workdir: str) -> epath.Path:
+    """Where a run keeps its checkpoints (works for local paths and gs:// buckets)."""
+    return epath.Path(workdir) / "checkpoints"
+
+
+def checkpoint_manager(workdir: str, keep: int = 3, read_only: bool = False
+                       ) -> ocp.CheckpointManager:
+    """Async manager keeping the `keep` newest steps, items 'state' and 'config'."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=True, read_only=read_only)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 item_names=("state", "config"))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict
+         ) -> None:
+    """Starts an async save of `state` at `step` (all processes must call this)."""
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, target):
+    """Restores the state saved at `step` into `target` (arrays or ShapeDtypeStructs with
+    shardings), so optax state keeps its types and arrays land on the current mesh."""
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))
+    except (ValueError, KeyError) as e:
+        raise UserError(
+            f"checkpoint step {step} in {mngr.directory} does not match this config's model "
+            f"or optimiser (was it written with another resnet_depth, width_multiplier, head "
+            f"or optimizer?): {e}") from None
+    return restored.state

@@ -1,0 +1,97 @@
+"""The pretraining config: every key with its default, and validation of user values.
+
+Keys are flat, as in the official SimCLR flags, so overrides read `--config.batch_size=512`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from simclr_jax.errors import UserError
+
+HEAD_MODES = ("none", "linear", "nonlinear")
+OPTIMIZERS = ("lars", "momentum", "adam")
+LR_SCALINGS = ("linear", "sqrt")
+DTYPES = ("float32", "bfloat16")
+RESNET_DEPTHS = (18, 34, 50, 101, 152, 200)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """All pretraining keys, set to the paper's ImageNet recipe where it has one."""
+    c = ml_collections.ConfigDict()
+    # Data.
+    c.dataset = "imagenet2012"
+    c.data_dir = config_dict.placeholder(str)  # None -> TFDS's default (~/tensorflow_datasets)
+    c.train_split = "train"
+    c.eval_split = "validation"
+    c.image_size = 224
+    c.crop_area_min = 0.08  # random resized crop area range is (crop_area_min, 1)
+    # Augmentation on the device (host does crop + flip).
+    c.color_jitter_strength = 1.0
+    c.color_jitter_prob = 0.8
+    c.grayscale_prob = 0.2
+    c.blur_prob = 0.5  # 0 turns blur off (CIFAR)
+    # Model.
+    c.resnet_depth = 50
+    c.width_multiplier = 1.0
+    c.proj_head_mode = "nonlinear"
+    c.num_proj_layers = 2  # 2 = SimCLR v1, 3 = v2
+    c.proj_out_dim = 128
+    c.online_probe = True  # linear probe on stop_gradient(h) when the dataset has labels
+    c.dtype = "float32"
+    # Loss.
+    c.temperature = 0.1
+    # Optimisation.
+    c.batch_size = 4096  # global, over all devices and processes
+    c.num_epochs = 100
+    c.num_train_steps = -1  # > 0 overrides num_epochs
+    c.warmup_epochs = 10.0
+    c.optimizer = "lars"
+    c.learning_rate = 0.3
+    c.lr_scaling = "linear"  # linear: lr * B / 256; sqrt: lr * sqrt(B)
+    c.weight_decay = 1e-6
+    c.momentum = 0.9
+    c.lars_trust_coefficient = 0.001
+    # Bookkeeping.
+    c.seed = 0
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    return c
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"config.{key}: {message}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raises UserError naming the first bad key, its value and what is expected."""
+    _require(c.temperature > 0, "temperature", f"must be > 0, got {c.temperature}")
+    _require(c.proj_head_mode in HEAD_MODES, "proj_head_mode",
+             f"must be one of {HEAD_MODES}, got {c.proj_head_mode!r}")
+    _require(c.num_proj_layers >= 1, "num_proj_layers", f"must be >= 1, got {c.num_proj_layers}")
+    _require(c.proj_out_dim >= 1, "proj_out_dim", f"must be >= 1, got {c.proj_out_dim}")
+    _require(c.optimizer in OPTIMIZERS, "optimizer",
+             f"must be one of {OPTIMIZERS}, got {c.optimizer!r}")
+    _require(c.lr_scaling in LR_SCALINGS, "lr_scaling",
+             f"must be one of {LR_SCALINGS}, got {c.lr_scaling!r}")
+    _require(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
+    _require(c.resnet_depth in RESNET_DEPTHS, "resnet_depth",
+             f"must be one of {RESNET_DEPTHS}, got {c.resnet_depth}")
+    _require(c.width_multiplier > 0, "width_multiplier",
+             f"must be > 0, got {c.width_multiplier}")
+    _require(c.image_size > 0, "image_size", f"must be > 0, got {c.image_size}")
+    _require(0 < c.crop_area_min <= 1, "crop_area_min",
+             f"must be in (0, 1], got {c.crop_area_min}")
+    _require(c.batch_size > 0, "batch_size", f"must be > 0, got {c.batch_size}")
+    _require(c.num_train_steps > 0 or c.num_epochs > 0, "num_epochs",
+             "num_epochs or num_train_steps must be > 0")
+    _require(c.learning_rate >= 0, "learning_rate", f"must be >= 0, got {c.learning_rate}")
+    _require(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
+    _require(c.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {c.warmup_epochs}")
+    for key in ("color_jitter_prob", "grayscale_prob", "blur_prob"):
+        _require(0 <= c[key] <= 1, key, f"must be a probability in [0, 1], got {c[key]}")
+    _require(c.color_jitter_strength >= 0, "color_jitter_strength",
+             f"must be >= 0, got {c.color_jitter_strength}")
+    for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        _require(c[key] >= 1, key, f"must be >= 1, got {c[key]}")

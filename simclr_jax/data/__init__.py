@@ -1,0 +1,1 @@
+"""Input pipelines: datasets (TFDS, embedded) and the host-side augmentation."""

@@ -1,0 +1,22 @@
+"""The one exception type for bad user input, and the CLI wrapper that reports it."""
+
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """Bad input (config, data, workdir): the message names the problem and the fix."""
+
+
+def report_user_errors(main: Callable[..., None]) -> Callable[..., None]:
+    """Wraps an absl main so a UserError ends the job with one clear line and exit code 2."""
+
+    def wrapped(*args, **kwargs):
+        try:
+            main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            # os._exit would skip Orbax's async writer cleanup; SystemExit lets it finish.
+            raise SystemExit(2) from None
+
+    return wrapped

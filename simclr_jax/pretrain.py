@@ -1,0 +1,43 @@
+"""SimCLR pretraining job.
+
+    python -m simclr_jax.pretrain --workdir=runs/default                    # embedded default
+    python -m simclr_jax.pretrain --config=configs/cifar10.py --workdir=DIR --config.batch_size=256
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from simclr_jax import default_config
+from simclr_jax.errors import report_user_errors
+
+config_flags.DEFINE_config_file(
+    "config", os.path.abspath(default_config.__file__),
+    "Config file (configs/*.py); without it, the embedded default.", lock_config=True)
+flags.DEFINE_string("workdir", "runs/pretrain", "Checkpoints, metrics.jsonl and TensorBoard.")
+flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process: this process's id.")
+FLAGS = flags.FLAGS
+
+
+@report_user_errors
+def main(argv) -> None:
+    """Parses flags only; the work is train.train_and_evaluate."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from simclr_jax import parallel, train  # after flags: keep --help fast
+
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,188 @@
+"""SimCLR pretraining: state creation, the sharded train step and the training loop."""
+
+import math
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import periodic_actions
+from etils import epath
+
+from simclr_jax import augment, checkpointing, losses, metric_io, optim, parallel
+from simclr_jax.config import validate
+from simclr_jax.data import datasets, pipeline
+from simclr_jax.errors import UserError
+from simclr_jax.models import build_model
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a checkpoint holds besides the config."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
+                       image_size: int) -> TrainState:
+    """Fresh parameters, BN statistics and optimiser state."""
+    variables = model.init(rng, jnp.zeros((2, image_size, image_size, 3)), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables["batch_stats"], opt_state=tx.init(params))
+
+
+def init_state_on_mesh(model, tx, config, mesh) -> TrainState:
+    """create_train_state, jitted so the state is born replicated on the mesh."""
+    init = jax.jit(partial(create_train_state, model, tx, image_size=config.image_size),
+                   out_shardings=parallel.replicated(mesh))
+    return init(jax.random.PRNGKey(config.seed))
+
+
+def augment_views(config: ml_collections.ConfigDict, step: jax.Array,
+                  batch: dict[str, jax.Array]) -> jnp.ndarray:
+    """Device augmentation of both views, interleaved as (2B, H, W, 3): row 2i and 2i+1 are
+    image i's views, so the reshape is local to each device's shard (no resharding)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
+    views = [augment.augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
+                                   config.color_jitter_strength, config.color_jitter_prob,
+                                   config.grayscale_prob, config.blur_prob)
+             for v in (1, 2)]
+    x = jnp.stack(views, axis=1)
+    return x.reshape((-1,) + x.shape[2:])
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, schedule,
+               config: ml_collections.ConfigDict, mesh) -> tuple[TrainState, dict]:
+    """One SimCLR step over the global batch (jit it with the batch sharded over `mesh`)."""
+    x = augment_views(config, state.step, batch)
+    labels = jnp.repeat(batch["label"], 2)
+
+    def loss_fn(params):
+        (z, _, logits), updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+            mutable=["batch_stats"])
+        z = z.reshape((-1, 2, z.shape[-1]))
+        loss, metrics = losses.nt_xent(z[:, 0], z[:, 1], config.temperature, mesh=mesh)
+        total = loss
+        if logits is not None:
+            probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            # The probe reads stop_gradient(h): this term trains the probe alone.
+            total = total + probe_loss
+            metrics["probe_loss"] = probe_loss
+            metrics["probe_acc"] = jnp.mean(jnp.argmax(logits, -1) == labels)
+        metrics["loss"] = loss
+        return total, (metrics, updates["batch_stats"])
+
+    grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["learning_rate"] = schedule(state.step)
+    metrics["weight_decay_term"] = optim.weight_decay_term(state.params, config.weight_decay)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+
+def make_train_step(model, tx, schedule, config, mesh) -> Callable:
+    """The jitted step: state replicated and donated, batch sharded over the data axis."""
+    step = partial(train_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh)
+    return jax.jit(step, donate_argnums=0,
+                   out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+
+
+def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
+    """(steps per epoch, total steps); num_train_steps > 0 overrides num_epochs."""
+    steps_per_epoch = max(1, num_examples // config.batch_size)
+    if config.num_train_steps > 0:
+        return steps_per_epoch, config.num_train_steps
+    return steps_per_epoch, int(math.ceil(config.num_epochs * num_examples / config.batch_size))
+
+
+def check_finite(history: list[tuple[int, dict]], mngr, workdir: str) -> None:
+    """Stops the run at the first step whose loss is NaN/inf; earlier checkpoints stay."""
+    for step, metrics in history:
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            last = mngr.latest_step()
+            kept = (f"the last good checkpoint (step {last}) is kept in "
+                    f"{checkpointing.checkpoint_dir(workdir)}" if last is not None
+                    else "no checkpoint had been written yet")
+            raise UserError(
+                f"loss became {loss} at step {step}; training stopped and {kept}. Lower "
+                f"config.learning_rate, raise config.temperature, or try config.dtype=float32")
+
+
+def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
+    """Mean of each metric over the steps since the last log."""
+    keys = history[0][1].keys()
+    return {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Pretrains per `config`, resuming from the newest checkpoint in `workdir` if any."""
+    validate(config)
+    mesh = parallel.make_mesh()
+    parallel.check_global_batch(config.batch_size, mesh)
+    datasets.hide_accelerators_from_tf()
+    split = datasets.load_split(config.dataset, config.train_split, config.data_dir)
+    if config.batch_size > len(split):
+        raise UserError(f"config.batch_size={config.batch_size} is larger than the "
+                        f"{len(split)} examples of {config.dataset}:{config.train_split}")
+    steps_per_epoch, num_steps = total_steps(config, len(split))
+    num_classes = split.num_classes if config.online_probe else 0
+    model = build_model(config, num_classes=num_classes)
+    schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
+    tx = optim.build_optimizer(config, schedule)
+
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    mngr = checkpointing.checkpoint_manager(workdir, keep=config.keep_checkpoints)
+    state = init_state_on_mesh(model, tx, config, mesh)
+    start = mngr.latest_step()
+    if start is not None:
+        state = checkpointing.restore(mngr, start, state)
+        logging.info("Resumed from checkpoint step %d in %s", start, workdir)
+    start = int(start or 0)
+
+    writer = metric_io.create_writer(workdir)
+    if start == 0:
+        writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
+    step_fn = make_train_step(model, tx, schedule, config, mesh)
+    data = pipeline.pretrain_dataset(
+        split, seed=config.seed, global_batch=config.batch_size, image_size=config.image_size,
+        crop_area_min=config.crop_area_min, start_step=start,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+    history: list[tuple[int, dict]] = []
+    t0, images = time.time(), 0
+    try:
+        for step, local in zip(range(start + 1, num_steps + 1), data.as_numpy_iterator()):
+            local.pop("position")
+            state, metrics = step_fn(state, parallel.global_batch(mesh, local))
+            history.append((step, metrics))
+            images += config.batch_size
+            progress(step)
+            save_now = step % config.checkpoint_every_steps == 0 or step == num_steps
+            if step % config.log_every_steps == 0 or save_now:
+                history = jax.device_get(history)
+                check_finite(history, mngr, workdir)
+                summary = summarize(history)
+                summary["images_per_sec"] = images / (time.time() - t0)
+                writer.write_scalars(step, summary)
+                history, t0, images = [], time.time(), 0
+            if save_now:
+                checkpointing.save(mngr, step, state, config)
+    finally:
+        mngr.wait_until_finished()
+        writer.flush()
+    mngr.close()
+    return state
