@@ -1,5 +1,9 @@
 """Device mesh, shardings, global batches and multi-process start-up."""
 
+import collections
+import os
+from collections.abc import Iterable, Iterator
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
@@ -49,6 +53,26 @@ def global_batch(mesh: Mesh, local: dict[str, np.ndarray]) -> dict[str, jax.Arra
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
+def prefetch_to_mesh(local_batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
+                     size: int = 2, drop: tuple[str, ...] = ()) -> Iterator[dict[str, jax.Array]]:
+    """Keeps `size` global batches in flight, so host->device copies overlap the step."""
+    queue: collections.deque = collections.deque()
+    for local in local_batches:
+        queue.append(global_batch(mesh, {k: v for k, v in local.items() if k not in drop}))
+        if len(queue) == size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
+def in_cluster() -> bool:
+    """True in a multi-process launch that jax.distributed.initialize() detects on its own:
+    a multi-host Cloud TPU slice, SLURM or Open MPI with more than one task."""
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return ("," in hosts or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+            or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
+
+
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
                            process_id: int | None) -> None:
     """jax.distributed.initialize when running multi-process; no-op for a single process.
@@ -60,6 +84,6 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
             0 <= process_id < num_processes):
         raise UserError(f"--process_id={process_id} is out of range for "
                         f"--num_processes={num_processes}: use 0..{num_processes - 1}")
-    if coordinator_address or num_processes:
+    if coordinator_address or num_processes or in_cluster():
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id)

@@ -7,14 +7,12 @@
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from simclr_jax import default_config
+from simclr_jax import cli, default_config
 from simclr_jax.errors import report_user_errors
 
-config_flags.DEFINE_config_file(
-    "config", os.path.abspath(default_config.__file__),
-    "Config file (configs/*.py); without it, the embedded default.", lock_config=True)
+cli.define_config_flag(os.path.abspath(default_config.__file__),
+                       "Config file (configs/*.py); without it, the embedded default.")
 flags.DEFINE_string("workdir", "runs/pretrain", "Checkpoints, metrics.jsonl and TensorBoard.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
@@ -29,6 +27,8 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from simclr_jax import parallel, train  # after flags: keep --help fast
 
+    cli.quiet_library_logs()
+
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
@@ -36,7 +36,7 @@ def main(argv) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -165,9 +165,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     history: list[tuple[int, dict]] = []
     t0, images = time.time(), 0
     try:
-        for step, local in zip(range(start + 1, num_steps + 1), data.as_numpy_iterator()):
-            local.pop("position")
-            state, metrics = step_fn(state, parallel.global_batch(mesh, local))
+        batches = parallel.prefetch_to_mesh(data.as_numpy_iterator(), mesh, drop=("position",))
+        for step, batch in zip(range(start + 1, num_steps + 1), batches, strict=False):
+            state, metrics = step_fn(state, batch)
             history.append((step, metrics))
             images += config.batch_size
             progress(step)

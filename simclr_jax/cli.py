@@ -1,0 +1,64 @@
+"""What every job's command line shares: flag parsing with clear errors, quiet library logs."""
+
+import logging as pylogging
+import re
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+# Library INFO logs (Orbax's per-save chatter, XLA's TPU probe) drown the job's own progress.
+_KEEP_INFO_FROM = ("simclr_jax", "/clu/")
+
+
+class _QuietLibraries(pylogging.Filter):
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        return record.levelno >= pylogging.WARNING or any(
+            part in record.pathname for part in _KEEP_INFO_FROM)
+
+
+def quiet_library_logs() -> None:
+    """Keeps INFO lines of this project and clu's metric writers; warnings from all."""
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def _unknown_key_message(error: Exception, argv: Sequence[str]) -> str:
+    text = str(error).replace("\\'", "'")
+    bad = m.group(1) if (m := re.search(r"'([\w.]+)'", text)) else text
+    keys = [m.group(1) for a in argv if (m := re.match(r"--config\.([\w.]+)", a))]
+    key = next((k for k in keys if k.split(".")[-1] == bad), bad)
+    hint = (f"did you mean config.{m.group(1)}?" if (m := re.search(r'Did you mean "(\w+)"', text))
+            else "the keys are those of the config file, listed in simclr_jax/config.py")
+    return f"unknown config key config.{key} (--config.{key}=...): {hint}"
+
+
+def define_config_flag(default_path: str, help_text: str) -> None:
+    """config_flags.DEFINE_config_file; overrides naming no key become one clear error.
+
+    ml_collections applies `--config.key=value` overrides when the flag is defined (reading
+    sys.argv), so an unknown key fails here, before absl's parser runs.
+    """
+    try:
+        config_flags.DEFINE_config_file("config", default_path, help_text, lock_config=True)
+    except (AttributeError, KeyError) as e:
+        _fail(_unknown_key_message(e, sys.argv))
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl flag parsing where a bad flag or config key is one `error:` line and exit 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
+    except (AttributeError, KeyError) as e:
+        _fail(_unknown_key_message(e, argv))
+    except (ValueError, TypeError) as e:
+        _fail(f"bad config override: {e}")
