@@ -61,15 +61,16 @@ def augment_views(config: ml_collections.ConfigDict, step: jax.Array,
     return x.reshape((-1,) + x.shape[2:])
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, schedule,
-               config: ml_collections.ConfigDict, mesh) -> tuple[TrainState, dict]:
-    """One SimCLR step over the global batch (jit it with the batch sharded over `mesh`)."""
-    x = augment_views(config, state.step, batch)
-    labels = jnp.repeat(batch["label"], 2)
+def loss_and_grads(params, batch_stats, x: jnp.ndarray, labels: jnp.ndarray, *, model,
+                   config: ml_collections.ConfigDict, mesh):
+    """Gradients of NT-Xent (+ probe loss) for interleaved views x (2B, H, W, 3).
+
+    Returns (grads, metrics, updated batch_stats).
+    """
 
     def loss_fn(params):
         (z, _, logits), updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+            {"params": params, "batch_stats": batch_stats}, x, train=True,
             mutable=["batch_stats"])
         z = z.reshape((-1, 2, z.shape[-1]))
         loss, metrics = losses.nt_xent(z[:, 0], z[:, 1], config.temperature, mesh=mesh)
@@ -83,7 +84,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, sch
         metrics["loss"] = loss
         return total, (metrics, updates["batch_stats"])
 
-    grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (metrics, new_batch_stats) = jax.grad(loss_fn, has_aux=True)(params)
+    return grads, metrics, new_batch_stats
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, schedule,
+               config: ml_collections.ConfigDict, mesh) -> tuple[TrainState, dict]:
+    """One SimCLR step over the global batch (jit it with the batch sharded over `mesh`)."""
+    x = augment_views(config, state.step, batch)
+    labels = jnp.repeat(batch["label"], 2)
+    grads, metrics, batch_stats = loss_and_grads(state.params, state.batch_stats, x, labels,
+                                                 model=model, config=config, mesh=mesh)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["learning_rate"] = schedule(state.step)

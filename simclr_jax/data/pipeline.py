@@ -30,7 +30,8 @@ def stream_indices(seed: int, size: int, global_batch: int, start_step: int, pro
     while True:
         pos = step * global_batch + process_index * local + np.arange(local, dtype=np.int64)
         epoch, offset = np.divmod(pos, size)
-        idx = np.array([epoch_permutation(seed, int(e), size)[o] for e, o in zip(epoch, offset, strict=True)])
+        idx = np.array([epoch_permutation(seed, int(e), size)[o]
+                        for e, o in zip(epoch, offset, strict=True)])
         yield idx.astype(np.int64), pos
         step += 1
 

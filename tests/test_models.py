@@ -1,0 +1,57 @@
+"""ResNet v1 and projection head structure (against the paper's architecture facts)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from simclr_jax.models import ProjectionHead, ResNet
+from simclr_jax.models.simclr import param_count
+
+
+def init(module, x):
+    return module.init(jax.random.PRNGKey(0), x, train=False)
+
+
+@pytest.mark.parametrize("depth,expected",
+                         [(18, 11_689_512 - 513_000), (50, 25_557_032 - 2_049_000)])
+def test_resnet_parameter_counts_match_torchvision(depth, expected):
+    """torchvision resnet18/50 totals (11,689,512 / 25,557,032) minus their 1000-way fc."""
+    v = jax.eval_shape(lambda: init(ResNet(depth=depth), jnp.zeros((1, 224, 224, 3))))
+    assert param_count(v["params"]) == expected
+
+
+def test_cifar_stem_width_and_output():
+    model = ResNet(depth=18, width_multiplier=0.25, cifar_stem=True)
+    v = init(model, jnp.zeros((2, 32, 32, 3)))
+    assert v["params"]["stem_conv"]["kernel"].shape == (3, 3, 3, 16)
+    h = model.apply(v, jnp.ones((2, 32, 32, 3)), train=False)
+    assert h.shape == (2, model.out_width) == (2, 128)
+    assert ResNet(depth=50, width_multiplier=2).out_width == 4096
+
+
+def test_no_conv_bias_and_zero_init_last_bn_gamma():
+    v = init(ResNet(depth=50, width_multiplier=0.125), jnp.zeros((1, 64, 64, 3)))
+    flat = jax.tree_util.tree_leaves_with_path(v["params"])
+    names = ["/".join(getattr(k, "key", str(k)) for k in path) for path, _ in flat]
+    assert not any("Conv" in n and n.endswith("bias") for n in names)
+    block = v["params"]["block1_0"]
+    last_bn = max((k for k in block if k.startswith("BatchNorm")), key=lambda k: int(k[10:]))
+    # BatchNorm_3 is the shortcut BN (created last); the residual branch's last BN is _2.
+    assert np.all(block["BatchNorm_2"]["scale"] == 0)
+    assert np.all(block[last_bn]["scale"] == 1)
+
+
+def test_projection_head_modes():
+    h = jnp.ones((4, 32))
+    for mode, layers, n_out in [("none", 2, 1), ("linear", 2, 2), ("nonlinear", 3, 4)]:
+        head = ProjectionHead(mode=mode, num_layers=layers, out_dim=8)
+        v = init(head, h)
+        outs = head.apply(v, h, train=False)
+        assert len(outs) == n_out
+        if mode != "none":
+            assert outs[-1].shape == (4, 8)
+    v = init(ProjectionHead(mode="nonlinear", num_layers=3, out_dim=8), h)["params"]
+    assert v["nl_0_dense"]["kernel"].shape == (32, 32)  # hidden width = input width
+    assert "bias" not in v["nl_0_dense"]
+    assert "bias" in v["nl_0_bn"] and "bias" not in v["nl_2_bn"]  # last BN without centre
