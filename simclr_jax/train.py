@@ -99,6 +99,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, sch
     params = optax.apply_updates(state.params, updates)
     metrics["learning_rate"] = schedule(state.step)
     metrics["weight_decay_term"] = optim.weight_decay_term(state.params, config.weight_decay)
+    # One cheap reduction, so a step that blows up the weights is never checkpointed.
+    metrics["params_finite"] = jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(params)]))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
     return new_state, metrics
@@ -120,22 +123,27 @@ def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> tuple[i
 
 
 def check_finite(history: list[tuple[int, dict]], mngr, workdir: str) -> None:
-    """Stops the run at the first step whose loss is NaN/inf; earlier checkpoints stay."""
+    """Stops the run at the first step whose loss or updated weights are NaN/inf.
+
+    Runs before any checkpoint of those steps is saved, so the checkpoints on disk stay good.
+    """
     for step, metrics in history:
         loss = float(metrics["loss"])
-        if not math.isfinite(loss):
+        what = (f"loss became {loss}" if not math.isfinite(loss) else
+                "the weights became NaN/inf" if not metrics["params_finite"] else None)
+        if what:
             last = mngr.latest_step()
             kept = (f"the last good checkpoint (step {last}) is kept in "
                     f"{checkpointing.checkpoint_dir(workdir)}" if last is not None
                     else "no checkpoint had been written yet")
             raise UserError(
-                f"loss became {loss} at step {step}; training stopped and {kept}. Lower "
-                f"config.learning_rate, raise config.temperature, or try config.dtype=float32")
+                f"{what} at step {step}; training stopped and {kept}. Lower "
+                f"config.learning_rate, raise config.temperature, or use config.dtype=float32")
 
 
 def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
     """Mean of each metric over the steps since the last log."""
-    keys = history[0][1].keys()
+    keys = [k for k in history[0][1] if k != "params_finite"]
     return {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys}
 
 
