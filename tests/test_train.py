@@ -19,7 +19,9 @@ def setup(tfds_dir):
     config = tiny_config(tfds_dir, batch_size=16, blur_prob=0.5, image_size=16)
     model = build_model(config, num_classes=10)
     tx = optim.build_optimizer(config, lambda s: 0.1)
-    state = train.create_train_state(model, tx, jax.random.PRNGKey(0), config.image_size)
+    # Host copies: every test places its own device arrays (the real step donates them).
+    state = jax.device_get(train.create_train_state(model, tx, jax.random.PRNGKey(0),
+                                                    config.image_size))
     rng = np.random.default_rng(0)
     batch = {"view1": rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8),
              "view2": rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8),
@@ -84,3 +86,31 @@ def test_full_train_step_runs_sharded_and_updates(setup):
     assert np.isfinite(float(metrics["loss"]))
     assert 0.0 <= float(metrics["probe_acc"]) <= 1.0
     assert any(np.abs(a - b).max() > 0 for a, b in zip(before, leaves(new.params), strict=True))
+
+
+def test_online_probe_does_not_change_encoder_gradients(setup):
+    config, _, _, state, batch = setup
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    with_probe = run_on(mesh, config, build_model(config, num_classes=10), state, batch)
+    no_probe_params = {k: v for k, v in state.params.items() if k != "probe"}
+    no_probe = run_on(mesh, config, build_model(config, num_classes=0),
+                      state.replace(params=no_probe_params), batch)
+    g_probe, g_plain = with_probe[1], no_probe[1]
+    assert "probe" in g_probe and "probe" not in g_plain
+    for a, b in zip(leaves(g_probe["encoder"]), leaves(g_plain["encoder"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_other_optimizers_and_bfloat16_step(setup, optimizer):
+    config, _, _, _, batch = setup
+    config = config.copy_and_resolve_references()
+    config.optimizer, config.dtype = optimizer, "bfloat16"
+    model = build_model(config, num_classes=10)
+    tx = optim.build_optimizer(config, lambda s: 0.01)
+    mesh = parallel.make_mesh()
+    state = train.init_state_on_mesh(model, tx, config, mesh)
+    step = train.make_train_step(model, tx, lambda s: 0.01, config, mesh)
+    new, metrics = step(state, parallel.global_batch(mesh, batch))
+    assert np.isfinite(float(metrics["loss"])) and metrics["loss"].dtype == jnp.float32
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(new.params))
