@@ -7,6 +7,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from simclr_jax.errors import UserError
+from simclr_jax.models.conv import CONV_IMPLS
 
 HEAD_MODES = ("none", "linear", "nonlinear")
 OPTIMIZERS = ("lars", "momentum", "adam")
@@ -38,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.proj_out_dim = 128
     c.online_probe = True  # linear probe on stop_gradient(h) when the dataset has labels
     c.dtype = "float32"
+    c.conv_impl = "auto"  # auto: im2col+matmul on CPU (faster there), XLA convs on TPU/GPU
     # Loss.
     c.temperature = 0.1
     # Optimisation.
@@ -76,6 +78,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _require(c.lr_scaling in LR_SCALINGS, "lr_scaling",
              f"must be one of {LR_SCALINGS}, got {c.lr_scaling!r}")
     _require(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
+    _require(c.conv_impl in CONV_IMPLS, "conv_impl",
+             f"must be one of {CONV_IMPLS}, got {c.conv_impl!r}")
     _require(c.resnet_depth in RESNET_DEPTHS, "resnet_depth",
              f"must be one of {RESNET_DEPTHS}, got {c.resnet_depth}")
     _require(c.width_multiplier > 0, "width_multiplier",

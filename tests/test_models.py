@@ -1,11 +1,13 @@
 """ResNet v1 and projection head structure (against the paper's architecture facts)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from simclr_jax.models import ProjectionHead, ResNet
+from simclr_jax.models.conv import Im2ColConv
 from simclr_jax.models.simclr import param_count
 
 
@@ -34,12 +36,10 @@ def test_no_conv_bias_and_zero_init_last_bn_gamma():
     v = init(ResNet(depth=50, width_multiplier=0.125), jnp.zeros((1, 64, 64, 3)))
     flat = jax.tree_util.tree_leaves_with_path(v["params"])
     names = ["/".join(getattr(k, "key", str(k)) for k in path) for path, _ in flat]
-    assert not any("Conv" in n and n.endswith("bias") for n in names)
+    assert not any("conv" in n and n.endswith("bias") for n in names)
     block = v["params"]["block1_0"]
-    last_bn = max((k for k in block if k.startswith("BatchNorm")), key=lambda k: int(k[10:]))
-    # BatchNorm_3 is the shortcut BN (created last); the residual branch's last BN is _2.
-    assert np.all(block["BatchNorm_2"]["scale"] == 0)
-    assert np.all(block[last_bn]["scale"] == 1)
+    assert np.all(block["bn3"]["scale"] == 0)  # last BN of the residual branch
+    assert np.all(block["bn1"]["scale"] == 1) and np.all(block["shortcut_bn"]["scale"] == 1)
 
 
 def test_projection_head_modes():
@@ -55,3 +55,29 @@ def test_projection_head_modes():
     assert v["nl_0_dense"]["kernel"].shape == (32, 32)  # hidden width = input width
     assert "bias" not in v["nl_0_dense"]
     assert "bias" in v["nl_0_bn"] and "bias" not in v["nl_2_bn"]  # last BN without centre
+
+
+@pytest.mark.parametrize("kernel,strides,size", [(3, 1, 8), (3, 2, 8), (3, 2, 7), (1, 2, 8),
+                                                 (7, 2, 16)])
+def test_im2col_conv_equals_xla_conv(kernel, strides, size):
+    """Same params, same output and gradients as nn.Conv(padding='SAME', use_bias=False)."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, size, size, 5))
+    ref = nn.Conv(6, (kernel, kernel), (strides, strides), padding="SAME", use_bias=False)
+    ours = Im2ColConv(6, (kernel, kernel), (strides, strides))
+    params = ref.init(jax.random.PRNGKey(0), x)
+    np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
+    g_ref = jax.grad(lambda p: (ref.apply(p, x) ** 2).sum())(params)
+    g_ours = jax.grad(lambda p: (ours.apply(p, x) ** 2).sum())(params)
+    np.testing.assert_allclose(g_ours["params"]["kernel"], g_ref["params"]["kernel"],
+                               rtol=1e-4, atol=1e-4)
+    assert jax.tree_util.tree_structure(ours.init(jax.random.PRNGKey(0), x)) == \
+        jax.tree_util.tree_structure(params)
+
+
+def test_resnet_im2col_matches_xla_with_same_variables():
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
+    xla = ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl="xla")
+    col = ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl="im2col")
+    v = init(xla, x)
+    np.testing.assert_allclose(col.apply(v, x, train=False), xla.apply(v, x, train=False),
+                               atol=1e-4)

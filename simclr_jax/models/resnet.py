@@ -7,6 +7,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from simclr_jax.models.conv import Im2ColConv, conv_class
+
 # Stage depths per ResNet depth; 18/34 use basic blocks, the others bottlenecks.
 STAGE_SIZES = {
     18: (2, 2, 2, 2),
@@ -40,13 +42,14 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         residual = x
-        y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(x)
-        y = nn.relu(self.norm()(y))
-        y = self.conv(self.filters, (3, 3))(y)
-        y = self.norm(scale_init=nn.initializers.zeros)(y)
+        y = self.conv(self.filters, (3, 3), (self.strides, self.strides), name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.filters, (3, 3), name="conv2")(y)
+        y = self.norm(scale_init=nn.initializers.zeros, name="bn2")(y)
         if residual.shape != y.shape:
-            residual = self.conv(self.filters, (1, 1), (self.strides, self.strides))(residual)
-            residual = self.norm()(residual)
+            residual = self.conv(self.filters, (1, 1), (self.strides, self.strides),
+                                 name="shortcut_conv")(residual)
+            residual = self.norm(name="shortcut_bn")(residual)
         return nn.relu(residual + y)
 
 
@@ -61,14 +64,15 @@ class BottleneckBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         residual = x
-        y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
-        y = self.conv(self.filters, (3, 3), (self.strides, self.strides))(y)
-        y = nn.relu(self.norm()(y))
-        y = self.conv(self.filters * 4, (1, 1))(y)
-        y = self.norm(scale_init=nn.initializers.zeros)(y)
+        y = nn.relu(self.norm(name="bn1")(self.conv(self.filters, (1, 1), name="conv1")(x)))
+        y = self.conv(self.filters, (3, 3), (self.strides, self.strides), name="conv2")(y)
+        y = nn.relu(self.norm(name="bn2")(y))
+        y = self.conv(self.filters * 4, (1, 1), name="conv3")(y)
+        y = self.norm(scale_init=nn.initializers.zeros, name="bn3")(y)
         if residual.shape != y.shape:
-            residual = self.conv(self.filters * 4, (1, 1), (self.strides, self.strides))(residual)
-            residual = self.norm()(residual)
+            residual = self.conv(self.filters * 4, (1, 1), (self.strides, self.strides),
+                                 name="shortcut_conv")(residual)
+            residual = self.norm(name="shortcut_bn")(residual)
         return nn.relu(residual + y)
 
 
@@ -85,6 +89,7 @@ class ResNet(nn.Module):
     cifar_stem: bool = False
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    conv_impl: str = "xla"  # see models/conv.py: 'im2col' is a CPU-only speed-up
 
     @property
     def stage_sizes(self) -> Sequence[int]:
@@ -102,8 +107,11 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
-        conv = partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype,
-                       padding="SAME")
+        if conv_class(self.conv_impl) is nn.Conv:
+            conv = partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype,
+                           padding="SAME")
+        else:
+            conv = partial(Im2ColConv, kernel_init=conv_init, dtype=self.dtype)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                        epsilon=BN_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
         x = x.astype(self.dtype)

@@ -1,0 +1,55 @@
+"""Convolution as im2col + one matmul: a CPU-only speed-up, chosen at run time.
+
+XLA:CPU's backward convolutions are its weak spot (shared/DESIGN.md §4); written as shifted
+slices concatenated along channels and one matmul, the same convolution runs through the CPU's
+GEMM instead. Same parameter name and shape as nn.Conv ('kernel', (kh, kw, cin, cout)), so
+checkpoints move freely between the two. TPU/GPU keep nn.Conv (see conv_class).
+"""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class Im2ColConv(nn.Module):
+    """Drop-in for nn.Conv(features, kernel_size, strides, padding='SAME', use_bias=False)."""
+
+    features: int
+    kernel_size: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        b, h, w, cin = x.shape
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features),
+                            jnp.float32)
+        out_h, out_w = math.ceil(h / sh), math.ceil(w / sw)
+        pad_h = max((out_h - 1) * sh + kh - h, 0)
+        pad_w = max((out_w - 1) * sw + kw - w, 0)
+        x = x.astype(self.dtype)
+        if pad_h or pad_w:  # TF/Flax 'SAME': the extra pixel goes at the end
+            x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                            (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+        # Column order (i, j, cin) matches kernel.reshape(kh * kw * cin, cout).
+        cols = [jax.lax.slice(x, (0, i, j, 0), (b, i + (out_h - 1) * sh + 1,
+                                                j + (out_w - 1) * sw + 1, cin), (1, sh, sw, 1))
+                for i in range(kh) for j in range(kw)]
+        cols = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+        y = cols.reshape(-1, kh * kw * cin) @ kernel.reshape(-1, self.features).astype(self.dtype)
+        return y.reshape(b, out_h, out_w, self.features)
+
+
+CONV_IMPLS = ("auto", "xla", "im2col")
+
+
+def conv_class(impl: str) -> type[nn.Module]:
+    """'xla' -> nn.Conv; 'im2col' -> Im2ColConv; 'auto' -> im2col on CPU only."""
+    if impl == "auto":
+        impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+    return Im2ColConv if impl == "im2col" else nn.Conv
