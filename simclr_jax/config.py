@@ -31,6 +31,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.color_jitter_prob = 0.8
     c.grayscale_prob = 0.2
     c.blur_prob = 0.5  # 0 turns blur off (CIFAR)
+    # Per-view op lists for augmentation ablations, e.g. 'crop,color' (augment_ops.OPS; '' is
+    # the identity). 'default' = the standard pipeline above (host crop + flip, device colour).
+    c.view1_ops = "default"
+    c.view2_ops = "default"
+    c.noise_std = 0.1  # 'noise' op
+    c.cutout_fraction = 0.5  # 'cutout' op: side of the zeroed square / image side
     # Model.
     c.resnet_depth = 50
     c.width_multiplier = 1.0
@@ -42,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.conv_impl = "auto"  # auto: im2col+matmul on CPU (faster there), XLA convs on TPU/GPU
     # Loss.
     c.temperature = 0.1
+    c.loss = "nt_xent"  # or nt_logistic, margin_triplet (losses.LOSSES)
+    c.loss_margin = 0.5  # margin_triplet's m, in units of sim / temperature
+    c.normalize_embeddings = True  # L2-normalise z before the loss
     # Optimisation.
     c.batch_size = 4096  # global, over all devices and processes
     c.num_epochs = 100
@@ -68,7 +77,23 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raises UserError naming the first bad key, its value and what is expected."""
+    # Imported here: augment_ops builds jnp constants, and this module is imported at flag
+    # definition, before jax.distributed.initialize may run.
+    from simclr_jax.augment_ops import DEFAULT as DEFAULT_OPS
+    from simclr_jax.augment_ops import parse_ops
+    from simclr_jax.losses import LOSSES
+
     _require(c.temperature > 0, "temperature", f"must be > 0, got {c.temperature}")
+    _require(c.loss in LOSSES, "loss", f"must be one of {LOSSES}, got {c.loss!r}")
+    for key in ("view1_ops", "view2_ops"):
+        if c[key] != DEFAULT_OPS:
+            try:
+                parse_ops(c[key])
+            except ValueError as e:
+                raise UserError(f"config.{key}: {e}") from None
+    _require(c.noise_std >= 0, "noise_std", f"must be >= 0, got {c.noise_std}")
+    _require(0 < c.cutout_fraction <= 1, "cutout_fraction",
+             f"must be in (0, 1], got {c.cutout_fraction}")
     _require(c.proj_head_mode in HEAD_MODES, "proj_head_mode",
              f"must be one of {HEAD_MODES}, got {c.proj_head_mode!r}")
     _require(c.num_proj_layers >= 1, "num_proj_layers", f"must be >= 1, got {c.num_proj_layers}")

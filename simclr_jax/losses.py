@@ -1,4 +1,4 @@
-"""NT-Xent over the global batch.
+"""NT-Xent (and the paper's alternative losses) over the global batch.
 
 Each device compares its own 2n anchors with the 2N views of the whole (all-gathered) batch, so
 per-device logits are (2n, 2N), never (2N, 2N). all_gather is differentiable (its transpose is a
@@ -78,6 +78,82 @@ def nt_xent(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float, mesh: Mesh | N
             loss = jax.lax.pmean(loss, axis)
             metrics = jax.lax.pmean(metrics, axis)
         return loss, metrics
+
+    if mesh is None:
+        return local(z1, z2, gather=False)
+    sharded = jax.shard_map(partial(local, gather=True), mesh=mesh,
+                            in_specs=(P(axis), P(axis)), out_specs=(P(), P()))
+    return sharded(z1, z2)
+
+
+# --- Alternative losses of the paper's Table 4 (NT-Logistic, margin triplet) -----------------
+#
+# Both reuse nt_xent_local's (2n, 2N) logits = sim / temperature: column `labels[i]` holds
+# anchor i's positive and column `labels[i] + N` its own view (masked with -LARGE_NUM); the
+# other 2N - 2 columns are the negatives.
+
+LOSSES = ("nt_xent", "nt_logistic", "margin_triplet")
+
+
+def negatives_mask(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """1 for the 2N - 2 negatives of each anchor row, 0 for its positive and itself."""
+    total = logits.shape[1] // 2
+    return (1.0 - jax.nn.one_hot(labels, 2 * total, dtype=logits.dtype)
+            - jax.nn.one_hot(labels + total, 2 * total, dtype=logits.dtype))
+
+
+def nt_logistic_terms(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """-log σ(s+/τ) - mean_neg log σ(-s-/τ) per anchor.
+
+    The negatives are re-weighted to a total weight of 1 (their mean, not their sum): with
+    2N - 2 negatives per positive the summed form is dominated by the negatives.
+    """
+    mask = negatives_mask(logits, labels)
+    positive = jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+    negative = jnp.sum(mask * jax.nn.log_sigmoid(-logits), axis=1) / jnp.sum(mask, axis=1)
+    return -jax.nn.log_sigmoid(positive) - negative
+
+
+def margin_triplet_terms(logits: jnp.ndarray, labels: jnp.ndarray, margin: float
+                         ) -> jnp.ndarray:
+    """mean_neg max(s-/τ - s+/τ + m, 0) per anchor (τ = 1 gives the paper's form)."""
+    mask = negatives_mask(logits, labels)
+    positive = jnp.take_along_axis(logits, labels[:, None], axis=1)
+    hinge = jax.nn.relu(logits - positive + margin)
+    return jnp.sum(mask * hinge, axis=1) / jnp.sum(mask, axis=1)
+
+
+def contrastive_loss(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float,
+                     mesh: Mesh | None = None, axis: str = "data", normalize: bool = True,
+                     loss: str = "nt_xent", margin: float = 0.5):
+    """Mean of `loss` (one of LOSSES) over all 2N anchors of the global batch, plus metrics.
+
+    Same sharding as nt_xent: local anchors against the all-gathered views of every device.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    if normalize:
+        z1, z2 = l2_normalize(z1), l2_normalize(z2)
+
+    def local(z1, z2, gather: bool):
+        if gather:
+            z1_all = jax.lax.all_gather(z1, axis, tiled=True)
+            z2_all = jax.lax.all_gather(z2, axis, tiled=True)
+            offset = jax.lax.axis_index(axis) * z1.shape[0]
+        else:
+            z1_all, z2_all, offset = z1, z2, 0
+        terms, logits, labels = nt_xent_local(z1, z2, z1_all, z2_all, offset, temperature)
+        if loss == "nt_logistic":
+            terms = nt_logistic_terms(logits, labels)
+        elif loss == "margin_triplet":
+            terms = margin_triplet_terms(logits, labels, margin)
+        metrics = {k: jnp.mean(v) for k, v in contrastive_metrics(logits, labels).items()}
+        value = jnp.mean(terms)
+        if gather:
+            # pmean inside the differentiated function: a psum'd loss would scale grads by N.
+            value = jax.lax.pmean(value, axis)
+            metrics = jax.lax.pmean(metrics, axis)
+        return value, metrics
 
     if mesh is None:
         return local(z1, z2, gather=False)

@@ -16,7 +16,7 @@ from absl import logging
 from clu import periodic_actions
 from etils import epath
 
-from simclr_jax import augment, checkpointing, losses, metric_io, optim, parallel
+from simclr_jax import augment, augment_ops, checkpointing, losses, metric_io, optim, parallel
 from simclr_jax.config import validate
 from simclr_jax.data import datasets, pipeline
 from simclr_jax.errors import UserError
@@ -53,10 +53,14 @@ def augment_views(config: ml_collections.ConfigDict, step: jax.Array,
     """Device augmentation of both views, interleaved as (2B, H, W, 3): row 2i and 2i+1 are
     image i's views, so the reshape is local to each device's shard (no resharding)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-    views = [augment.augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
-                                   config.color_jitter_strength, config.color_jitter_prob,
-                                   config.grayscale_prob, config.blur_prob)
-             for v in (1, 2)]
+    if augment_ops.uses_default(config):
+        views = [augment.augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
+                                       config.color_jitter_strength, config.color_jitter_prob,
+                                       config.grayscale_prob, config.blur_prob)
+                 for v in (1, 2)]
+    else:  # per-view op lists (augmentation ablations); the host did not crop
+        views = [augment_ops.augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
+                                           config[f"view{v}_ops"], config) for v in (1, 2)]
     x = jnp.stack(views, axis=1)
     return x.reshape((-1,) + x.shape[2:])
 
@@ -73,7 +77,10 @@ def loss_and_grads(params, batch_stats, x: jnp.ndarray, labels: jnp.ndarray, *, 
             {"params": params, "batch_stats": batch_stats}, x, train=True,
             mutable=["batch_stats"])
         z = z.reshape((-1, 2, z.shape[-1]))
-        loss, metrics = losses.nt_xent(z[:, 0], z[:, 1], config.temperature, mesh=mesh)
+        loss, metrics = losses.contrastive_loss(
+            z[:, 0], z[:, 1], config.temperature, mesh=mesh,
+            normalize=config.get("normalize_embeddings", True),
+            loss=config.get("loss", "nt_xent"), margin=config.get("loss_margin", 0.5))
         total = loss
         if logits is not None:
             probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -178,7 +185,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     step_fn = make_train_step(model, tx, schedule, config, mesh)
     data = pipeline.pretrain_dataset(
         split, seed=config.seed, global_batch=config.batch_size, image_size=config.image_size,
-        crop_area_min=config.crop_area_min, start_step=start,
+        # Custom view ops crop on the device ('crop' op): the host passes the whole image.
+        crop_area_min=config.crop_area_min if augment_ops.uses_default(config) else 1.0,
+        start_step=start,
         process_index=jax.process_index(), process_count=jax.process_count())
     progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
     history: list[tuple[int, dict]] = []
