@@ -67,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 100
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
+    # kNN monitor (knn.py): weighted kNN of eval_split on the train split's h, logged with the
+    # metrics every knn_every_steps (a multiple of log_every_steps); 0 turns it off.
+    c.knn_every_steps = 0
+    c.knn_k = 200
+    c.knn_temperature = 0.1
     return c
 
 
@@ -124,3 +129,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
              f"must be >= 0, got {c.color_jitter_strength}")
     for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         _require(c[key] >= 1, key, f"must be >= 1, got {c[key]}")
+    _require(c.knn_every_steps >= 0 and c.knn_every_steps % c.log_every_steps == 0,
+             "knn_every_steps", f"must be 0 (off) or a multiple of config.log_every_steps="
+             f"{c.log_every_steps}, got {c.knn_every_steps}")
+    _require(c.knn_k >= 1, "knn_k", f"must be >= 1, got {c.knn_k}")
+    _require(c.knn_temperature > 0, "knn_temperature", f"must be > 0, got {c.knn_temperature}")

@@ -183,6 +183,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if start == 0:
         writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
     step_fn = make_train_step(model, tx, schedule, config, mesh)
+    knn_monitor = None  # kNN accuracy of h on the log rows every knn_every_steps (knn.py)
+    if config.get("knn_every_steps", 0):
+        from simclr_jax.knn import Monitor  # only when on: it loads the eval split
+
+        knn_monitor = Monitor(config, split, mesh)
     data = pipeline.pretrain_dataset(
         split, seed=config.seed, global_batch=config.batch_size, image_size=config.image_size,
         # Custom view ops crop on the device ('crop' op): the host passes the whole image.
@@ -205,6 +210,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 check_finite(history, mngr, workdir)
                 summary = summarize(history)
                 summary["images_per_sec"] = images / (time.time() - t0)
+                if knn_monitor is not None and step % config.knn_every_steps == 0:
+                    summary.update(knn_monitor(state))
                 writer.write_scalars(step, summary)
                 history, t0, images = [], time.time(), 0
             if save_now:
