@@ -7,8 +7,11 @@ the draw does not depend on how the batch is split over devices.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-GREY_WEIGHTS = jnp.array([0.2989, 0.5870, 0.1140])  # tf.image.rgb_to_grayscale's weights
+# tf.image.rgb_to_grayscale's weights. numpy, not jnp: a module-level jnp array would start the
+# XLA backend at import, before jax.distributed.initialize may run.
+GREY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
 
 def to_grayscale(x: jnp.ndarray) -> jnp.ndarray:
