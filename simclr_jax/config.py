@@ -14,6 +14,9 @@ OPTIMIZERS = ("lars", "momentum", "adam")
 LR_SCALINGS = ("linear", "sqrt")
 DTYPES = ("float32", "bfloat16")
 RESNET_DEPTHS = (18, 34, 50, 101, 152, 200)
+DATA_MODES = ("auto", "memory", "stream")
+FOLDER_LABELS = ("auto", "subfolders", "none")
+PLACES = ("device", "host")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -26,6 +29,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_split = "validation"
     c.image_size = 224
     c.crop_area_min = 0.08  # random resized crop area range is (crop_area_min, 1)
+    # How the data is read (simclr_jax/data/sources.py). dataset='folder:/path' reads an image
+    # folder (root/<split>/<class>/*.jpg, or unlabelled images, flat or nested).
+    c.data_mode = "auto"  # TFDS: memory (decoded in RAM) | stream (TFRecords, per-process shard)
+    c.folder_labels = "auto"  # folders: subfolders (= classes) | none (unlabelled) | auto
+    c.skip_corrupt_images = False  # folders: skip and count unreadable files instead of stopping
+    # Where the augmentation runs: augment_on='device' (host crop + flip, device colour, grey,
+    # blur) or 'host' (all of it in tf.data); crop_on='device' moves the crop to the device too
+    # (the host decodes each image once into a crop_canvas_size canvas; 0 = auto).
+    c.augment_on = "device"
+    c.crop_on = "host"
+    c.crop_canvas_size = 0
     # Augmentation on the device (host does crop + flip).
     c.color_jitter_strength = 1.0
     c.color_jitter_prob = 0.8
@@ -117,6 +131,20 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _require(c.image_size > 0, "image_size", f"must be > 0, got {c.image_size}")
     _require(0 < c.crop_area_min <= 1, "crop_area_min",
              f"must be in (0, 1], got {c.crop_area_min}")
+    _require(c.data_mode in DATA_MODES, "data_mode",
+             f"must be one of {DATA_MODES}, got {c.data_mode!r}")
+    _require(c.folder_labels in FOLDER_LABELS, "folder_labels",
+             f"must be one of {FOLDER_LABELS}, got {c.folder_labels!r}")
+    _require(c.augment_on in PLACES, "augment_on",
+             f"must be one of {PLACES}, got {c.augment_on!r}")
+    _require(c.crop_on in PLACES, "crop_on", f"must be one of {PLACES}, got {c.crop_on!r}")
+    _require(c.crop_on == "host" or c.augment_on == "device", "crop_on",
+             "crop_on='device' needs augment_on='device' (the colour ops follow the crop)")
+    _require(c.crop_canvas_size >= 0, "crop_canvas_size",
+             f"must be >= 0 (0 = auto), got {c.crop_canvas_size}")
+    if c.augment_on == "host" or c.crop_on == "device":
+        _require(c.view1_ops == c.view2_ops == DEFAULT_OPS, "view1_ops",
+                 "custom view ops run on the device: use augment_on='device', crop_on='host'")
     _require(c.batch_size > 0, "batch_size", f"must be > 0, got {c.batch_size}")
     _require(c.num_train_steps > 0 or c.num_epochs > 0, "num_epochs",
              "num_epochs or num_train_steps must be > 0")

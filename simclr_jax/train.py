@@ -18,7 +18,7 @@ from etils import epath
 
 from simclr_jax import augment, augment_ops, checkpointing, losses, metric_io, optim, parallel
 from simclr_jax.config import validate
-from simclr_jax.data import datasets, pipeline
+from simclr_jax.data import datasets, device_crop, pipeline, sources
 from simclr_jax.errors import UserError
 from simclr_jax.models import build_model
 
@@ -53,7 +53,12 @@ def augment_views(config: ml_collections.ConfigDict, step: jax.Array,
     """Device augmentation of both views, interleaved as (2B, H, W, 3): row 2i and 2i+1 are
     image i's views, so the reshape is local to each device's shard (no resharding)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-    if augment_ops.uses_default(config):
+    if config.get("crop_on", "host") == "device":  # the host sent one canvas per image
+        batch = {**batch, **device_crop.crop_views(jax.random.fold_in(key, 3), batch,
+                                                   config.image_size, config.crop_area_min)}
+    if config.get("augment_on", "device") == "host":  # tf.data already did everything
+        views = [batch[f"view{v}"].astype(jnp.float32) / 255.0 for v in (1, 2)]
+    elif augment_ops.uses_default(config):
         views = [augment.augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
                                        config.color_jitter_strength, config.color_jitter_prob,
                                        config.grayscale_prob, config.blur_prob)
@@ -160,7 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     mesh = parallel.make_mesh()
     parallel.check_global_batch(config.batch_size, mesh)
     datasets.hide_accelerators_from_tf()
-    split = datasets.load_split(config.dataset, config.train_split, config.data_dir)
+    split = sources.open_source(config, config.train_split, process_index=jax.process_index(),
+                                process_count=jax.process_count())
     if config.batch_size > len(split):
         raise UserError(f"config.batch_size={config.batch_size} is larger than the "
                         f"{len(split)} examples of {config.dataset}:{config.train_split}")
@@ -188,17 +194,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         from simclr_jax.knn import Monitor  # only when on: it loads the eval split
 
         knn_monitor = Monitor(config, split, mesh)
-    data = pipeline.pretrain_dataset(
-        split, seed=config.seed, global_batch=config.batch_size, image_size=config.image_size,
+    data = pipeline.pretrain_batches(
+        split, config, start_step=start, process_index=jax.process_index(),
+        process_count=jax.process_count(),
         # Custom view ops crop on the device ('crop' op): the host passes the whole image.
-        crop_area_min=config.crop_area_min if augment_ops.uses_default(config) else 1.0,
-        start_step=start,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        crop_area_min=config.crop_area_min if augment_ops.uses_default(config) else 1.0)
     progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
     history: list[tuple[int, dict]] = []
     t0, images = time.time(), 0
     try:
-        batches = parallel.prefetch_to_mesh(data.as_numpy_iterator(), mesh, drop=("position",))
+        batches = parallel.prefetch_to_mesh(data, mesh, drop=("position",))
         for step, batch in zip(range(start + 1, num_steps + 1), batches, strict=False):
             state, metrics = step_fn(state, batch)
             history.append((step, metrics))

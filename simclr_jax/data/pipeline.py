@@ -1,18 +1,28 @@
-"""Host side of the pretraining input: two cropped+flipped uint8 views per image.
+"""Host side of the pretraining input: per example either two cropped+flipped uint8 views
+(default), two fully augmented views (augment_on='host'), or one decoded canvas that the device
+crops twice (crop_on='device').
 
-Training is a pure function of (config, seed, step): the example order is a seeded permutation
-per epoch, and every crop and flip is drawn with stateless ops seeded by the example's position
-in the global stream (step * batch_size + row). Resuming at step s therefore yields exactly the
-batches an uninterrupted run would have seen, on any number of processes.
+Training is a pure function of (config, seed, step): every random choice is a stateless op
+seeded by the example's position in the global stream (step * batch_size + row). Random-access
+sources (in-memory arrays, image files) follow a seeded permutation per epoch, and every process
+reads only its rows of each global batch, so resuming at step s yields exactly the batches an
+uninterrupted run would have seen, on any number of processes. Streamed TFDS splits give each
+process its own shard (data/streaming.py) and resume from the step number as well.
 """
 
 import functools
 from collections.abc import Iterator
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from simclr_jax.data import folders, host_augment, streaming
 from simclr_jax.data.datasets import ArraySplit
+from simclr_jax.data.sources import Source
+from simclr_jax.errors import UserError
+
+SEED_SALT = 0x5C1C
 
 
 @functools.lru_cache(maxsize=4)
@@ -30,63 +40,174 @@ def stream_indices(seed: int, size: int, global_batch: int, start_step: int, pro
     while True:
         pos = step * global_batch + process_index * local + np.arange(local, dtype=np.int64)
         epoch, offset = np.divmod(pos, size)
-        idx = np.array([epoch_permutation(seed, int(e), size)[o]
-                        for e, o in zip(epoch, offset, strict=True)])
-        yield idx.astype(np.int64), pos
+        idx = np.empty(local, np.int64)
+        for e in np.unique(epoch):  # a batch spans at most a few epochs
+            rows = epoch == e
+            idx[rows] = epoch_permutation(seed, int(e), size)[offset[rows]]
+        yield idx, pos
         step += 1
 
 
 def random_resized_crop(image: tf.Tensor, seed: tf.Tensor, size: int, area_min: float,
                         method: str = "bicubic") -> tf.Tensor:
     """Inception-style crop (area in (area_min, 1), aspect 3/4..4/3), resized to size x size."""
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-        min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
-        area_range=(area_min, 1.0), max_attempts=100, use_image_if_no_bounding_boxes=True)
-    crop = tf.slice(image, begin, crop_size)
-    crop = tf.image.resize(tf.cast(crop, tf.float32), (size, size), method=method)
-    return tf.cast(tf.clip_by_value(tf.round(crop), 0.0, 255.0), tf.uint8)
+    window = host_augment.decode_window(
+        image, lambda shape: host_augment.random_window(shape, seed, area_min))
+    return host_augment.resize(window, size, method)
 
 
 def make_view(image: tf.Tensor, seed: tf.Tensor, size: int, area_min: float) -> tf.Tensor:
     """Crop + flip of one view; `seed` is a stateless seed pair."""
-    crop_seed = tf.random.experimental.stateless_fold_in(seed, 0)
-    flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-    view = random_resized_crop(image, crop_seed, size, area_min)
-    return tf.image.stateless_random_flip_left_right(view, flip_seed)
+    return host_augment.crop_and_flip(image, seed, size, area_min)
 
 
-def pretrain_dataset(split: ArraySplit, *, seed: int, global_batch: int, image_size: int,
-                     crop_area_min: float, start_step: int = 0, process_index: int = 0,
-                     process_count: int = 1) -> tf.data.Dataset:
+def canvas_size(config: ml_collections.ConfigDict) -> int:
+    """Side of the canvas the host decodes into for crop_on='device' (config 0 = auto: the
+    image size up to 32 px, else image_size / 0.875, e.g. 256 for 224)."""
+    if config.get("crop_canvas_size", 0) > 0:
+        return config.crop_canvas_size
+    size = config.image_size
+    if size <= host_augment.EVAL_NO_CROP_MAX_SIZE:
+        return size
+    return int(round(size / host_augment.EVAL_CROP_FRACTION))
+
+
+def host_views(config: ml_collections.ConfigDict, crop_area_min: float | None = None):
+    """The per-example host work for `config`: fn(image, position) -> dict of views.
+
+    `image` is decoded uint8 or encoded bytes; `position` the example's global stream position,
+    which seeds every draw (view v: fold(fold((seed, salt), position), v); crop 0, flip 1,
+    colour 2 below that).
+    """
+    augment_on, crop_on = config.get("augment_on", "device"), config.get("crop_on", "host")
+    area_min = config.crop_area_min if crop_area_min is None else crop_area_min
+    canvas = canvas_size(config)
+
+    def views(image: tf.Tensor, position: tf.Tensor) -> dict[str, tf.Tensor]:
+        if crop_on == "device":  # both views are cropped on the accelerator
+            out = dict(zip(("image", "image_valid"), host_augment.to_canvas(image, canvas),
+                           strict=True))
+            out["image"].set_shape([canvas, canvas, 3])
+            return out
+        base = host_augment.fold(tf.constant([config.seed, SEED_SALT], tf.int64), position)
+        out = {}
+        for v in (1, 2):
+            seed = host_augment.fold(base, v)
+            view = host_augment.crop_and_flip(image, seed, config.image_size, area_min)
+            if augment_on == "host":
+                view = host_augment.color_augment(
+                    view, host_augment.fold(seed, 2), config.color_jitter_strength,
+                    config.color_jitter_prob, config.grayscale_prob, config.blur_prob)
+            out[f"view{v}"] = view
+        return out
+
+    return views
+
+
+def stream_window(local_batch: int) -> int:
+    """Records permuted together in a streamed epoch: 10 local batches (the official code's
+    shuffle buffer), at least 1024, at most 10,000 (encoded ImageNet: ~1 GB)."""
+    return min(max(10 * local_batch, 1024), 10_000)
+
+
+def _as_source(split: ArraySplit | Source) -> Source:
+    if isinstance(split, Source):
+        return split
+    return Source(name="array", num_examples=len(split), num_classes=split.num_classes,
+                  images=split.images, labels=split.labels)
+
+
+def examples(source: Source, *, seed: int, global_batch: int, start_step: int,
+             process_index: int, process_count: int) -> tf.data.Dataset:
+    """This process's examples of each global batch from start_step, in order, as
+    (image: decoded uint8 or encoded bytes, label int32, global position int64), unparallel
+    and unparsed: `load` turns each element into (image, label) in the parallel map."""
+    local = global_batch // process_count
+    if source.stream is not None:
+        start = start_step * local
+        records = streaming.train_records(source.stream, seed, process_index, start,
+                                          stream_window(local))
+
+        def position(j, record):
+            pos = (j // local) * global_batch + process_index * local + j % local
+            return record, tf.constant(0, tf.int32), pos
+
+        return records.enumerate(start=start).map(position)
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for idx, pos in stream_indices(seed, len(source), global_batch, start_step,
+                                       process_index, process_count):
+            yield (*source.fetch(idx), pos)
+
+    data = (tf.TensorSpec((local, *source.images.shape[1:]), tf.uint8)
+            if source.images is not None else tf.TensorSpec((local,), tf.string))
+    spec = (data, tf.TensorSpec((local,), tf.int32), tf.TensorSpec((local,), tf.int64))
+    return tf.data.Dataset.from_generator(batches, output_signature=spec).unbatch()
+
+
+def load(source: Source):
+    """fn(element of `examples`) -> (image decoded or encoded, label), run in the parallel map."""
+    if source.stream is not None:
+        return lambda record, label: source.stream.parse(record)
+    if source.files is not None:
+        return lambda path, label: (tf.io.read_file(path), label)
+    return lambda image, label: (image, label)
+
+
+def pretrain_dataset(source: Source | ArraySplit, config: ml_collections.ConfigDict, *,
+                     start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                     crop_area_min: float | None = None) -> tf.data.Dataset:
     """Endless tf.data stream of this process's share of each global batch, from start_step.
 
-    Elements: {'view1', 'view2': uint8 (b, S, S, 3), 'label': int32 (b,), 'position': int64}.
+    Elements: 'label' int32 (b,), 'position' int64 (b,) and either 'view1', 'view2' uint8
+    (b, S, S, 3) or, with crop_on='device', 'image' uint8 (b, C, C, 3) + 'image_valid' (b, 2).
     """
-    local = global_batch // process_count
-    images = tf.constant(split.images)
-    labels = tf.constant(split.labels if split.labels is not None
-                         else np.zeros(len(split), np.int32))
-    indices = tf.data.Dataset.from_generator(
-        lambda: stream_indices(seed, len(split), global_batch, start_step, process_index,
-                               process_count),
-        output_signature=(tf.TensorSpec((local,), tf.int64), tf.TensorSpec((local,), tf.int64)))
+    source = _as_source(source)
+    local = config.batch_size // process_count
+    read, views = load(source), host_views(config, crop_area_min)
 
-    def example(idx, pos):
-        base = tf.random.experimental.stateless_fold_in(
-            tf.constant([seed, 0x5C1C], tf.int64), pos)
-        image = tf.gather(images, idx)
-        return {
-            "view1": make_view(image, tf.random.experimental.stateless_fold_in(base, 1),
-                               image_size, crop_area_min),
-            "view2": make_view(image, tf.random.experimental.stateless_fold_in(base, 2),
-                               image_size, crop_area_min),
-            "label": tf.gather(labels, idx),
-            "position": pos,
-        }
+    def example(x, label, pos):
+        image, label = read(x, label)
+        return {**views(image, pos), "label": label, "position": pos}
 
-    ds = indices.unbatch().map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = examples(source, seed=config.seed, global_batch=config.batch_size,
+                  start_step=start_step, process_index=process_index,
+                  process_count=process_count)
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True  # parallel map must not reorder: resume depends on order
     return ds.with_options(options)
+
+
+def _failure(source: Source, config, step: int, process_index: int, process_count: int,
+             error: tf.errors.OpError) -> UserError:
+    """The error to report when reading the batch of `step` failed: names the bad file."""
+    message = error.message.strip().splitlines()[-1] if error.message else type(error).__name__
+    if source.files is not None:
+        idx, _ = next(stream_indices(config.seed, len(source), config.batch_size, step,
+                                     process_index, process_count))
+        found = folders.first_unreadable(source.files[idx])
+        if found:
+            return UserError(
+                f"cannot read image file {found[0]} ({found[1]}): remove or replace it, or set "
+                f"config.skip_corrupt_images=True to skip unreadable files")
+    return UserError(f"reading {source.name} failed at step {step}: {message}")
+
+
+def pretrain_batches(source: Source, config: ml_collections.ConfigDict, *, start_step: int = 0,
+                     process_index: int = 0, process_count: int = 1,
+                     crop_area_min: float | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """pretrain_dataset as numpy batches; an unreadable input becomes a UserError naming it."""
+    ds = pretrain_dataset(source, config, start_step=start_step, process_index=process_index,
+                          process_count=process_count, crop_area_min=crop_area_min)
+    it, step = ds.as_numpy_iterator(), start_step
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:  # deterministic order: the failure is in this batch
+            raise _failure(source, config, step, process_index, process_count, e) from None
+        yield batch
+        step += 1
