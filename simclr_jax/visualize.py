@@ -18,13 +18,6 @@ from absl import app, flags
 from simclr_jax import cli, visualize_config
 from simclr_jax.errors import UserError, report_user_errors
 
-cli.define_config_flag(os.path.abspath(visualize_config.__file__),
-                       "Config file (configs/*.py); default: ImageNet augmentation on "
-                       "scikit-image's sample photos.")
-flags.DEFINE_string("out", "augmentations.png", "PNG file to write.")
-flags.DEFINE_integer("num_images", 4, "Images (rows).", lower_bound=1)
-flags.DEFINE_integer("num_pairs", 3, "Augmented view pairs per image.", lower_bound=1)
-flags.DEFINE_integer("tile", 0, "Tile side in pixels (0: max(image_size, 96)).", lower_bound=0)
 FLAGS = flags.FLAGS
 GAP = 4  # white pixels between tiles
 BACKGROUND = 255
@@ -116,8 +109,22 @@ def main(argv) -> None:
     print(f"wrote {path}")
 
 
+def define_flags() -> None:
+    """The command's flags; defined only when it runs, so importing this module (tests, other
+    jobs) adds no flags."""
+    cli.define_config_flag(os.path.abspath(visualize_config.__file__),
+                           "Config file (configs/*.py); default: ImageNet augmentation on "
+                           "scikit-image's sample photos.")
+    flags.DEFINE_string("out", "augmentations.png", "PNG file to write.")
+    flags.DEFINE_integer("num_images", 4, "Images (rows).", lower_bound=1)
+    flags.DEFINE_integer("num_pairs", 3, "Augmented view pairs per image.", lower_bound=1)
+    flags.DEFINE_integer("tile", 0, "Tile side in pixels (0: max(image_size, 96)).",
+                         lower_bound=0)
+
+
 def run() -> None:
     """Console-script entry point."""
+    define_flags()
     app.run(main, flags_parser=cli.parse_flags)
 
 

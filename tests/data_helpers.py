@@ -56,3 +56,17 @@ def labelled_folder(root: Path, per_class: int = 6) -> Path:
 def folder_config(tfds_dir: str, root: Path, **overrides):
     """tiny_config reading the folder at `root` (the folder-scan cache goes to tfds_dir)."""
     return tiny_config(tfds_dir, dataset=f"folder:{root}", **overrides)
+
+
+def sharded_digits(data_dir: str):
+    """The embedded digits prepared in 4 TFRecord shards per split (streaming tests)."""
+    import tensorflow_datasets as tfds
+
+    from simclr_jax.data import digits  # noqa: F401  (registers the builder)
+
+    builder = tfds.builder("sklearn_digits", data_dir=data_dir)
+    if not builder.is_prepared():
+        tfds.disable_progress_bar()
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(num_shards=4))
+    return builder

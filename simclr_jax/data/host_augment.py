@@ -49,6 +49,7 @@ def decode_window(image: tf.Tensor, window_fn: Callable[[tf.Tensor], Window]) ->
 
     For JPEG strings only the window is decoded (fused decode-and-crop).
     """
+    image = tf.convert_to_tensor(image)
     def crop(decoded: tf.Tensor) -> tf.Tensor:
         begin, size = window_fn(tf.shape(decoded)[:2])
         return tf.slice(decoded, tf.concat([begin, [0]], 0), tf.concat([size, [3]], 0))
@@ -107,6 +108,7 @@ def center_crop_resize(image: tf.Tensor, size: int,
 
     At size <= 32 the whole image is used (the paper's CIFAR protocol): only resized if needed.
     """
+    image = tf.convert_to_tensor(image)
     if size <= EVAL_NO_CROP_MAX_SIZE:
         whole = decode(image) if image.dtype == tf.string else as_rgb(image)
         same = tf.reduce_all(tf.shape(whole)[:2] == size)
@@ -124,6 +126,7 @@ def to_canvas(image: tf.Tensor, canvas: int) -> tuple[tf.Tensor, tf.Tensor]:
     Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale by the decoder itself (DCT scaling),
     which is most of what makes this mode cheap for the host.
     """
+    image = tf.convert_to_tensor(image)
     if image.dtype == tf.string:
         def jpeg() -> tf.Tensor:
             longest = tf.reduce_max(tf.io.extract_jpeg_shape(image)[:2])

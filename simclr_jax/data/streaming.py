@@ -163,6 +163,7 @@ def train_records(stream: TfdsStream, seed: int, process_index: int, start: int,
 
 def eval_records(stream: TfdsStream) -> tf.data.Dataset:
     """The shard's records once, in split order."""
-    names, skips, takes = (list(x) for x in zip(*stream.files, strict=True))
-    files = tf.data.Dataset.from_tensor_slices((names, skips, takes))
+    names, skips, takes = zip(*stream.files, strict=True)
+    files = tf.data.Dataset.from_tensor_slices(
+        (list(names), np.array(skips, np.int64), np.array(takes, np.int64)))
     return files.flat_map(lambda n, s, t: tf.data.TFRecordDataset(n).skip(s).take(t))
