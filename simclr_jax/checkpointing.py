@@ -8,6 +8,7 @@ import json
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -50,3 +51,18 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
             f"or optimiser (was it written with another resnet_depth, width_multiplier, head "
             f"or optimizer?): {e}") from None
     return restored.state
+
+
+def read_numpy(workdir: str, step: int | None = None) -> dict:
+    """The train state saved at `step` (default: the newest) as nested dicts of numpy arrays,
+    without building the model or a mesh: for inspecting and comparing runs."""
+    mngr = checkpoint_manager(workdir, read_only=True)
+    step = mngr.latest_step() if step is None else step
+    mngr.close()
+    if step is None:
+        raise UserError(f"no checkpoint in {checkpoint_dir(workdir)}")
+    path = checkpoint_dir(workdir) / str(step) / "state"
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))

@@ -85,17 +85,22 @@ def _flat(tree: Any) -> dict[str, tuple]:
             for path, leaf in leaves}
 
 
+def _ordered(keys) -> list[str]:
+    """Parameters before BN statistics: they are what a reader recognises first."""
+    return sorted(keys, key=lambda k: (not k.startswith("params"), k))
+
+
 def architecture_diff(expected: Any, stored: Any, limit: int = 6) -> str:
     """'' when the trees match; else which keys are missing/unexpected and which shapes differ."""
     want, have = _flat(expected), _flat(stored)
     parts = []
-    if missing := sorted(set(want) - set(have)):
+    if missing := _ordered(set(want) - set(have)):
         parts.append(f"missing in checkpoint: {', '.join(missing[:limit])}"
                      + (f" (+{len(missing) - limit} more)" if len(missing) > limit else ""))
-    if extra := sorted(set(have) - set(want)):
+    if extra := _ordered(set(have) - set(want)):
         parts.append(f"only in checkpoint: {', '.join(extra[:limit])}"
                      + (f" (+{len(extra) - limit} more)" if len(extra) > limit else ""))
-    if shapes := [f"{k} {have[k]} vs expected {want[k]}" for k in sorted(set(want) & set(have))
+    if shapes := [f"{k} {have[k]} vs expected {want[k]}" for k in _ordered(set(want) & set(have))
                   if want[k] != have[k]]:
         parts.append(f"shapes differ: {'; '.join(shapes[:limit])}"
                      + (f" (+{len(shapes) - limit} more)" if len(shapes) > limit else ""))

@@ -80,7 +80,11 @@ class Monitor:
     The bank is the pretraining split (unaugmented), the queries config.eval_split.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, train: ArraySplit, mesh):
+    def __init__(self, config: ml_collections.ConfigDict, train, mesh):
+        # The pretraining split serves as the bank when it is held in memory (any object with
+        # images / labels / num_classes); a streamed one is read into memory here.
+        if getattr(train, "images", None) is None:
+            train = datasets.load_split(config.dataset, config.train_split, config.data_dir)
         test = datasets.load_split(config.dataset, config.eval_split, config.data_dir)
         if train.labels is None or test.labels is None:
             raise UserError(f"config.knn_every_steps={config.knn_every_steps} needs labels, but "

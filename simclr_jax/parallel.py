@@ -2,7 +2,11 @@
 
 import collections
 import os
-from collections.abc import Iterable, Iterator
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 import jax
 import numpy as np
@@ -12,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 from simclr_jax.errors import UserError
 
 DATA_AXIS = "data"
+T = TypeVar("T")
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -74,16 +79,80 @@ def in_cluster() -> bool:
 
 
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None) -> None:
+                           process_id: int | None, timeout_s: int = 300) -> None:
     """jax.distributed.initialize when running multi-process; no-op for a single process.
 
     On Cloud TPU pods (and SLURM / Open MPI clusters) every argument is auto-detected; the flags
-    are for other clusters and local multi-process tests.
+    are for other clusters and local multi-process tests. If the processes have not all met at
+    the coordinator within `timeout_s`, the job ends with one `error:` line and exit code 2.
     """
     if num_processes is not None and process_id is not None and not (
             0 <= process_id < num_processes):
         raise UserError(f"--process_id={process_id} is out of range for "
                         f"--num_processes={num_processes}: use 0..{num_processes - 1}")
-    if coordinator_address or num_processes or in_cluster():
+    if not (coordinator_address or num_processes or in_cluster()):
+        if process_id is not None:
+            raise UserError(f"--process_id={process_id} needs --num_processes and "
+                            f"--coordinator_address (host:port of process 0)")
+        return
+    # When the processes cannot meet, JAX aborts the whole process from C++ (no Python
+    # exception to catch), so a watchdog thread reports it first, naming what to check.
+    watchdog = threading.Timer(timeout_s, _coordinator_timeout,
+                               (coordinator_address, num_processes, process_id, timeout_s))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
         jax.distributed.initialize(coordinator_address=coordinator_address,
-                                   num_processes=num_processes, process_id=process_id)
+                                   num_processes=num_processes, process_id=process_id,
+                                   initialization_timeout=timeout_s + 60)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"could not start multi-process JAX ({e}): outside Cloud TPU, SLURM "
+                        f"and Open MPI pass --coordinator_address=HOST:PORT of process 0, "
+                        f"--num_processes and --process_id to every process") from None
+    finally:
+        watchdog.cancel()
+
+
+def _accepts_connections(address: str) -> bool:
+    """True if something listens at host:port (the coordinator's gRPC server, normally)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _coordinator_timeout(address: str | None, num_processes: int | None,
+                         process_id: int | None, timeout_s: int) -> None:
+    """Watchdog of initialize_distributed: one clear error line, then exit code 2."""
+    where = address or "the auto-detected coordinator address"
+    if process_id != 0 and address and not _accepts_connections(address):
+        problem = (f"nothing accepts connections at {address} (--coordinator_address): start "
+                   f"process 0 on that host with the same --coordinator_address, and check "
+                   f"that the host name and port are right and open between the hosts")
+    else:
+        problem = (f"start all {num_processes or 'the'} processes with the same "
+                   f"--coordinator_address and --num_processes, each with its own --process_id "
+                   f"(0 runs the coordinator), and check that the port is open between the "
+                   f"hosts")
+    print(f"error: the processes did not all connect to the coordinator at {where} within "
+          f"{timeout_s} s (--distributed_timeout): {problem}", file=sys.stderr, flush=True)
+    os._exit(2)  # the main thread is stuck in C++; nothing has been written yet
+
+
+def process_0_first(fn: Callable[[], T]) -> T:
+    """fn() on process 0, then on the others: for first uses that write shared files (such as
+    preparing an embedded dataset in a shared data_dir)."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        try:
+            return fn()
+        finally:
+            # Also when fn fails: the others then run it and fail the same way, not hang.
+            multihost_utils.sync_global_devices("simclr_jax.process_0_first")
+    multihost_utils.sync_global_devices("simclr_jax.process_0_first")
+    return fn()

@@ -21,6 +21,7 @@ from simclr_jax.config import validate
 from simclr_jax.data import datasets, device_crop, pipeline, sources
 from simclr_jax.errors import UserError
 from simclr_jax.models import build_model
+from simclr_jax.preemption import PreemptionWatcher
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -165,8 +166,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     mesh = parallel.make_mesh()
     parallel.check_global_batch(config.batch_size, mesh)
     datasets.hide_accelerators_from_tf()
-    split = sources.open_source(config, config.train_split, process_index=jax.process_index(),
-                                process_count=jax.process_count())
+    # Process 0 first: the first use of an embedded dataset prepares it in data_dir, and
+    # several processes preparing the same directory at once collide.
+    split = parallel.process_0_first(lambda: sources.open_source(
+        config, config.train_split, process_index=jax.process_index(),
+        process_count=jax.process_count()))
     if config.batch_size > len(split):
         raise UserError(f"config.batch_size={config.batch_size} is larger than the "
                         f"{len(split)} examples of {config.dataset}:{config.train_split}")
@@ -199,9 +203,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         process_count=jax.process_count(),
         # Custom view ops crop on the device ('crop' op): the host passes the whole image.
         crop_area_min=config.crop_area_min if augment_ops.uses_default(config) else 1.0)
-    progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+    progress = (periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+                if jax.process_index() == 0 else lambda step: None)
     history: list[tuple[int, dict]] = []
     t0, images = time.time(), 0
+    preempted = PreemptionWatcher()
     try:
         batches = parallel.prefetch_to_mesh(data, mesh, drop=("position",))
         for step, batch in zip(range(start + 1, num_steps + 1), batches, strict=False):
@@ -209,7 +215,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             history.append((step, metrics))
             images += config.batch_size
             progress(step)
-            save_now = step % config.checkpoint_every_steps == 0 or step == num_steps
+            # A preemption notice (SIGTERM) makes this step the last one: save it and return.
+            stop = preempted(step)
+            save_now = stop or step % config.checkpoint_every_steps == 0 or step == num_steps
             if step % config.log_every_steps == 0 or save_now:
                 history = jax.device_get(history)
                 check_finite(history, mngr, workdir)
@@ -221,7 +229,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 history, t0, images = [], time.time(), 0
             if save_now:
                 checkpointing.save(mngr, step, state, config)
+            if stop:
+                logging.warning("Preempted (SIGTERM): saved step %d of %d; rerun the same "
+                                "command to resume.", step, num_steps)
+                break
     finally:
+        preempted.close()
         mngr.wait_until_finished()
         writer.flush()
     mngr.close()
