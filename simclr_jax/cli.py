@@ -62,3 +62,25 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         _fail(_unknown_key_message(e, argv))
     except (ValueError, TypeError) as e:
         _fail(f"bad config override: {e}")
+
+
+def define_distributed_flags() -> None:
+    """Multi-process flags; on Cloud TPU pods, SLURM and Open MPI none of them is needed."""
+    flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
+    flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
+    flags.DEFINE_integer("process_id", None, "Multi-process: this process's id.")
+    flags.DEFINE_integer("distributed_timeout", 300,
+                         "Multi-process: seconds to wait for all processes to reach the "
+                         "coordinator before failing with an error.", lower_bound=1)
+
+
+def initialize_distributed_from_flags() -> None:
+    """jax.distributed.initialize from the flags of define_distributed_flags (if multi-process).
+
+    Call it before anything builds a jnp array: that starts the XLA backend, and
+    jax.distributed.initialize must come first.
+    """
+    from simclr_jax import parallel  # imports jax: keep --help fast
+
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id, FLAGS.distributed_timeout)

@@ -238,9 +238,7 @@ def define_flags(job: str) -> None:
                       "appears; stop after the pretraining run's final step.")
     flags.DEFINE_float("wait_timeout", 3600.0, "--wait: give up after this many seconds "
                        "without a new checkpoint.")
-    flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
-    flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
-    flags.DEFINE_integer("process_id", None, "Multi-process: this process's id.")
+    cli.define_distributed_flags()
 
 
 def make_main(job: str, run: Callable[..., dict]) -> Callable[[list[str]], None]:
@@ -252,7 +250,7 @@ def make_main(job: str, run: Callable[..., dict]) -> Callable[[list[str]], None]
             raise UserError(f"unexpected arguments: {argv[1:]}")
         cli.quiet_library_logs()
         f = flags.FLAGS
-        parallel.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
+        cli.initialize_distributed_from_flags()
         run(f.config, f.workdir, wait=f.wait, wait_timeout_s=f.wait_timeout)
 
     return main

@@ -14,12 +14,7 @@ from simclr_jax.errors import report_user_errors
 cli.define_config_flag(os.path.abspath(default_config.__file__),
                        "Config file (configs/*.py); without it, the embedded default.")
 flags.DEFINE_string("workdir", "runs/pretrain", "Checkpoints, metrics.jsonl and TensorBoard.")
-flags.DEFINE_string("coordinator_address", None, "Multi-process: host:port of process 0.")
-flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes.")
-flags.DEFINE_integer("process_id", None, "Multi-process: this process's id.")
-flags.DEFINE_integer("distributed_timeout", 300,
-                     "Multi-process: seconds to wait for all processes to reach the "
-                     "coordinator before failing with an error.", lower_bound=1)
+cli.define_distributed_flags()
 FLAGS = flags.FLAGS
 
 
@@ -28,14 +23,9 @@ def main(argv) -> None:
     """Parses flags only; the work is train.train_and_evaluate."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from simclr_jax import parallel  # after flags: keep --help fast
-
     cli.quiet_library_logs()
-
-    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id, FLAGS.distributed_timeout)
-    # Only now: importing train builds jnp constants, which starts the XLA backend, and
-    # jax.distributed.initialize must come before that.
+    cli.initialize_distributed_from_flags()
+    # Only now: importing train builds jnp constants, which starts the XLA backend.
     from simclr_jax import train
 
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
