@@ -60,30 +60,7 @@ def nt_xent(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float, mesh: Mesh | N
     Without a mesh the whole batch is one shard. With a mesh, z1/z2 are batch-sharded along
     `axis` and the loss is computed per device with shard_map + all_gather.
     """
-    if normalize:
-        z1, z2 = l2_normalize(z1), l2_normalize(z2)
-
-    def local(z1, z2, gather: bool):
-        if gather:
-            z1_all = jax.lax.all_gather(z1, axis, tiled=True)
-            z2_all = jax.lax.all_gather(z2, axis, tiled=True)
-            offset = jax.lax.axis_index(axis) * z1.shape[0]
-        else:
-            z1_all, z2_all, offset = z1, z2, 0
-        losses, logits, labels = nt_xent_local(z1, z2, z1_all, z2_all, offset, temperature)
-        metrics = {k: jnp.mean(v) for k, v in contrastive_metrics(logits, labels).items()}
-        loss = jnp.mean(losses)
-        if gather:
-            # pmean inside the differentiated function: a psum'd loss would scale grads by N.
-            loss = jax.lax.pmean(loss, axis)
-            metrics = jax.lax.pmean(metrics, axis)
-        return loss, metrics
-
-    if mesh is None:
-        return local(z1, z2, gather=False)
-    sharded = jax.shard_map(partial(local, gather=True), mesh=mesh,
-                            in_specs=(P(axis), P(axis)), out_specs=(P(), P()))
-    return sharded(z1, z2)
+    return contrastive_loss(z1, z2, temperature, mesh, axis, normalize, loss="nt_xent")
 
 
 # --- Alternative losses of the paper's Table 4 (NT-Logistic, margin triplet) -----------------
@@ -128,7 +105,9 @@ def contrastive_loss(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float,
                      loss: str = "nt_xent", margin: float = 0.5):
     """Mean of `loss` (one of LOSSES) over all 2N anchors of the global batch, plus metrics.
 
-    Same sharding as nt_xent: local anchors against the all-gathered views of every device.
+    Without a mesh the whole batch is one shard. With a mesh, z1/z2 are batch-sharded along
+    `axis`: each device's anchors against the all-gathered views of every device, so per-device
+    logits are local x global and gradients flow back through the gather.
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
