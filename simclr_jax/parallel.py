@@ -70,6 +70,26 @@ def prefetch_to_mesh(local_batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
         yield queue.popleft()
 
 
+def compile_then_meet(step_fn: Callable, state, batches: Iterator[dict]) -> Iterator[dict]:
+    """`batches`, after every process has compiled `step_fn(state, first batch)`.
+
+    Multi-process on CPU/GPU, the first collective of a program gives up (gloo: after 30 s) if
+    a peer is still compiling, which a loaded host easily is. So each process compiles ahead
+    (jit reuses the executable on the first call) and all meet at a barrier before step one.
+    """
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        step_fn.lower(state, first).compile()
+        multihost_utils.sync_global_devices("simclr_jax.compiled")
+    yield first
+    yield from batches
+
+
 def in_cluster() -> bool:
     """True in a multi-process launch that jax.distributed.initialize() detects on its own:
     a multi-host Cloud TPU slice, SLURM or Open MPI with more than one task."""

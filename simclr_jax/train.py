@@ -209,7 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     t0, images = time.time(), 0
     preempted = PreemptionWatcher()
     try:
-        batches = parallel.prefetch_to_mesh(data, mesh, drop=("position",))
+        batches = parallel.compile_then_meet(
+            step_fn, state, parallel.prefetch_to_mesh(data, mesh, drop=("position",)))
         for step, batch in zip(range(start + 1, num_steps + 1), batches, strict=False):
             state, metrics = step_fn(state, batch)
             history.append((step, metrics))
