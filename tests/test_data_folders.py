@@ -163,3 +163,42 @@ def test_shared_cifar10_folder(tfds_dir):
     assert len(src) == 500 and src.num_classes == 10
     batch = next(pipeline.pretrain_batches(src, config))
     assert batch["view1"].shape == (8, 32, 32, 3)
+
+
+def test_folders_load_into_memory_for_evaluation(tmp_path, tfds_dir):
+    """Equal sizes stay pixel-exact (PIL is the reference); mixed sizes become 256 squares."""
+    from PIL import Image
+
+    from simclr_jax.data import datasets
+
+    same = tmp_path / "same"
+    for cls in ("a", "b"):
+        write_images(same / "val" / cls, 0)
+        for i in range(3):
+            arr = np.random.default_rng(10 * ord(cls) + i).integers(0, 256, (12, 10, 3))
+            Image.fromarray(arr.astype(np.uint8)).save(same / "val" / cls / f"{i}.png")
+    split = datasets.load_split(f"folder:{same}", "val", tfds_dir)
+    listed = sources.open_source(folder_config(tfds_dir, same), "val")
+    expected = np.stack([np.asarray(Image.open(f)) for f in listed.files])
+    np.testing.assert_array_equal(split.images, expected)
+    np.testing.assert_array_equal(split.labels, listed.labels)
+    assert split.num_classes == 2
+
+    mixed = datasets.load_split(f"folder:{labelled_folder(tmp_path / 'mixed')}", "val", tfds_dir)
+    assert mixed.images.shape == (4, 256, 256, 3) and sorted(mixed.labels) == [0, 0, 1, 1]
+
+
+def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir):
+    """A digits-pretrained encoder evaluated on a labelled folder's train / val splits."""
+    from simclr_jax import linear_eval
+    from tests.eval_helpers import tiny_eval_config
+
+    pretrained = tmp_path / "pre"
+    train.train_and_evaluate(tiny_config(tfds_dir, num_train_steps=2), str(pretrained))
+    root = labelled_folder(tmp_path / "folder")
+    config = tiny_eval_config(str(pretrained), dataset=f"folder:{root}", data_dir=tfds_dir,
+                              train_split="train", eval_split="val", batch_size=8,
+                              eval_batch_size=8)
+    results = linear_eval.run(config, str(tmp_path / "lin"))
+    doc = json.loads((tmp_path / "lin" / "results.json").read_text())
+    assert doc["num_eval_examples"] == 4 and 0 <= results["top1"] <= 1

@@ -48,7 +48,12 @@ def get_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
 
 
 def load_split(name: str, split: str, data_dir: str | None) -> ArraySplit:
-    """Reads a whole split into memory (small and medium datasets: digits, CIFAR, STL-10)."""
+    """Reads a whole split into memory (small and medium datasets: digits, CIFAR, STL-10, and
+    image folders, `folder:/root`)."""
+    if name.startswith("folder:"):
+        from simclr_jax.data import folders  # folders imports this module
+
+        return folders.load_in_memory(name[len(folders.PREFIX):], split, cache_dir=data_dir)
     builder = get_builder(name, data_dir)
     try:
         ds = builder.as_dataset(split=split, batch_size=-1)

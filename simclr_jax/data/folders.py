@@ -244,6 +244,45 @@ def open_split(root: str, spec: str, *, labels: str = "auto", skip_corrupt: bool
                        classes=classes if labelled else ())
 
 
+def load_in_memory(root: str, spec: str, *, labels: str = "auto", skip_corrupt: bool = False,
+                   cache_dir: str | None = None, side: int = 256):
+    """Split `spec` of an image folder decoded into memory, as the evaluation jobs read TFDS
+    splits (a datasets.ArraySplit).
+
+    A folder of equally sized images (such as CIFAR-10's) is kept pixel for pixel. Otherwise each
+    image is resized (bicubic, aspect kept) to `side` on its shorter side and centre-cropped to
+    side x side: with the eval's 0.875 centre crop, that is the standard resize-256-crop-224.
+    """
+    from simclr_jax.data.datasets import ArraySplit  # datasets dispatches folders here
+
+    found = open_split(root, spec, labels=labels, skip_corrupt=skip_corrupt,
+                       cache_dir=cache_dir)
+    decoded = (tf.data.Dataset.from_tensor_slices(list(found.files))
+               .map(lambda f: host_augment.decode(tf.io.read_file(f)),
+                    num_parallel_calls=tf.data.AUTOTUNE))
+    try:
+        images = list(decoded.as_numpy_iterator())
+    except tf.errors.OpError:
+        bad = first_unreadable(found.files)
+        where = f"{bad[0]} ({bad[1]})" if bad else f"in {root}"
+        raise UserError(f"cannot read image {where}: evaluation reads every image of split "
+                        f"{spec!r}; remove or replace that file") from None
+    if len({im.shape for im in images}) > 1:
+        images = [_square(im, side) for im in images]
+    return ArraySplit(images=np.stack(images), labels=found.labels,
+                      num_classes=len(found.classes))
+
+
+def _square(image: np.ndarray, side: int) -> np.ndarray:
+    """Shorter side to `side` (bicubic, aspect kept), then the centred side x side square."""
+    h, w = image.shape[:2]
+    scale = side / min(h, w)
+    size = (max(side, round(h * scale)), max(side, round(w * scale)))
+    resized = host_augment.resize(tf.constant(image), size, antialias=True)
+    top, left = (size[0] - side) // 2, (size[1] - side) // 2
+    return resized[top:top + side, left:left + side].numpy()
+
+
 def first_unreadable(paths) -> tuple[str, str] | None:
     """(path, reason) of the first file in `paths` TF cannot read and decode, else None."""
     for p in paths:
