@@ -147,3 +147,17 @@ def test_center_crop_resize_fused_and_cifar_rules():
     np.testing.assert_array_equal(fused, plain)
     small = smooth_image(5, (32, 32))
     np.testing.assert_array_equal(host_augment.center_crop_resize(small, 32).numpy(), small)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_square_keeps_the_aspect_and_takes_the_centre(transpose):
+    """40 x 80: the shorter side becomes 16, so the square is the middle half of the width
+    (green here); red and blue bands outside it must not show. Also for the tall image."""
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[:, :20, 0] = image[:, 60:, 2] = image[:, 20:60, 1] = 255
+    if transpose:
+        image = image.transpose(1, 0, 2)
+    out = host_augment.square(tf.constant(image), 16).numpy()
+    assert out.shape == (16, 16, 3)
+    inner = out[2:-2, 2:-2].astype(int)
+    assert (inner[..., 1] >= 250).all() and (inner[..., [0, 2]] <= 5).all()

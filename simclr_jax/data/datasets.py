@@ -55,13 +55,25 @@ def load_split(name: str, split: str, data_dir: str | None) -> ArraySplit:
 
         return folders.load_in_memory(name[len(folders.PREFIX):], split, cache_dir=data_dir)
     builder = get_builder(name, data_dir)
+    variable_size = None in builder.info.features["image"].shape[:2]
     try:
-        ds = builder.as_dataset(split=split, batch_size=-1)
+        ds = builder.as_dataset(split=split, batch_size=None if variable_size else -1)
     except (ValueError, KeyError) as e:
         raise UserError(
             f"split {split!r} of dataset {name!r} does not exist (config.train_split / "
             f"config.eval_split); available: {sorted(builder.info.splits.keys())} ({e})") from None
-    data = tfds.as_numpy(ds)
+    if variable_size:  # e.g. ImageNet: held as 256 x 256 squares (host_augment.square)
+        from simclr_jax.data import host_augment
+
+        ds = ds.map(lambda x: {**x, "image": host_augment.square(x["image"])},
+                    num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
+        parts = list(tfds.as_numpy(ds))
+        data = {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")
+                if parts and k in parts[0]}
+        if not parts:
+            raise UserError(f"split {split!r} of dataset {name!r} is empty")
+    else:
+        data = tfds.as_numpy(ds)
     images = data["image"]
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)

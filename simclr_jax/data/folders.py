@@ -268,19 +268,9 @@ def load_in_memory(root: str, spec: str, *, labels: str = "auto", skip_corrupt: 
         raise UserError(f"cannot read image {where}: evaluation reads every image of split "
                         f"{spec!r}; remove or replace that file") from None
     if len({im.shape for im in images}) > 1:
-        images = [_square(im, side) for im in images]
+        images = [host_augment.square(im, side).numpy() for im in images]
     return ArraySplit(images=np.stack(images), labels=found.labels,
                       num_classes=len(found.classes))
-
-
-def _square(image: np.ndarray, side: int) -> np.ndarray:
-    """Shorter side to `side` (bicubic, aspect kept), then the centred side x side square."""
-    h, w = image.shape[:2]
-    scale = side / min(h, w)
-    size = (max(side, round(h * scale)), max(side, round(w * scale)))
-    resized = host_augment.resize(tf.constant(image), size, antialias=True)
-    top, left = (size[0] - side) // 2, (size[1] - side) // 2
-    return resized[top:top + side, left:left + side].numpy()
 
 
 def first_unreadable(paths) -> tuple[str, str] | None:

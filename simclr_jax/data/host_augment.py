@@ -119,6 +119,21 @@ def center_crop_resize(image: tf.Tensor, size: int,
     return out
 
 
+def square(image: tf.Tensor, side: int = 256) -> tf.Tensor:
+    """A decoded image of any size as side x side uint8 RGB: the shorter side resized to `side`
+    (bicubic, antialiased, aspect kept), then the centred square. How the evaluation jobs hold
+    variable-size splits in memory; their 0.875 centre crop then gives resize-256 / crop-224."""
+    image = as_rgb(tf.convert_to_tensor(image))
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    target = tf.maximum(side, tf.cast(tf.math.round(shape * side / tf.reduce_min(shape)),
+                                      tf.int32))
+    resized = resize(image, target, antialias=True)
+    top, left = (target[0] - side) // 2, (target[1] - side) // 2
+    out = resized[top:top + side, left:left + side]
+    out.set_shape([side, side, 3])
+    return out
+
+
 def to_canvas(image: tf.Tensor, canvas: int) -> tuple[tf.Tensor, tf.Tensor]:
     """For the crop on the device: the image shrunk (aspect kept) to fit canvas x canvas and
     padded at the bottom/right with zeros; returns (canvas uint8, valid (h, w) int32).
