@@ -89,9 +89,10 @@ def register_cifar_folder(root: str, train_per_class: int, val_per_class: int, s
                 chosen = [(os.path.join(root, name, files[i]), label) for i in pick]
                 train += chosen[:train_per_class]
                 val += chosen[train_per_class:]
-            return {"train": self._generate(train), "validation": self._generate(val)}
+            return {"train": self._generate_examples(train),
+                    "validation": self._generate_examples(val)}
 
-        def _generate(self, items):
+        def _generate_examples(self, items):
             for path, label in items:
                 yield path, {"image": path, "label": label}
 
@@ -145,6 +146,10 @@ def main(argv) -> None:
                               FLAGS.seed)
         tfds_dir = os.path.join(tfds_dir, f"c{FLAGS.train_per_class}_{FLAGS.val_per_class}"
                                           f"_s{FLAGS.seed}")
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()  # prepared once per (subset, seed); reused afterwards
+        tfds.builder("cifar10_folder", data_dir=tfds_dir).download_and_prepare()
         pre, ev = cifar_configs(tfds_dir)
     pre.seed = ev.seed = FLAGS.seed
     if FLAGS.pretrain_steps > 0:

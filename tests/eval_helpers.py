@@ -19,11 +19,11 @@ def pretrained_run(tmp_path_factory, tfds_dir: str) -> str:
     """Workdir of a 4-step tiny pretraining (checkpoints 2 and 4), made once per session.
 
     Written on the 8 simulated devices of the test session, so restoring it elsewhere with
-    fewer devices exercises cross-device-count restore.
+    fewer devices exercises cross-device-count restore. Its kNN monitor logs at steps 2 and 4.
     """
     if tfds_dir not in _RUNS:
         workdir = str(tmp_path_factory.mktemp("pretrained"))
-        train.train_and_evaluate(tiny_config(tfds_dir), workdir)
+        train.train_and_evaluate(tiny_config(tfds_dir, knn_every_steps=2), workdir)
         _RUNS[tfds_dir] = workdir
     return _RUNS[tfds_dir]
 
