@@ -1,5 +1,7 @@
 """Loading the pretrained encoder: exact features, cross-device-count restore, bad input."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -96,6 +98,16 @@ def test_workdir_means_newest_step_and_a_step_dir_means_that_step(run):
     assert jax.tree_util.tree_structure(rand.variables) == jax.tree_util.tree_structure(
         late.variables)
     assert not np.array_equal(kernel(rand), kernel(late))
+
+
+def test_a_relative_path_is_read_from_the_working_directory(run, monkeypatch):
+    """`load_encoder("runs/default")` as in the README (Orbax itself wants absolute paths)."""
+    parent, name = os.path.split(run)
+    monkeypatch.chdir(parent)
+    enc = downstream.load_encoder(name)
+    assert enc.step == 4
+    assert os.path.realpath(enc.path) == os.path.realpath(os.path.join(run, "checkpoints", "4"))
+    assert downstream.load(os.path.join(name, "checkpoints", "2")).step == 2
 
 
 def test_no_checkpoint_is_one_clear_error(tmp_path):

@@ -1,6 +1,7 @@
 """Evaluation jobs end to end: linear eval (frozen encoder), fine-tune, kNN, --wait, bad input."""
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -14,7 +15,7 @@ from clu import metric_writers
 
 from simclr_jax import downstream, evaluation, finetune, knn, linear_eval, parallel
 from simclr_jax.errors import UserError
-from tests.eval_helpers import error_lines, pretrained_run, rows, run_job, tiny_eval_config
+from tests.eval_helpers import ROOT, error_lines, pretrained_run, rows, run_job, tiny_eval_config
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,8 @@ def _setup(run, job, with_head=False, **overrides):
 def test_linear_eval_cli_end_to_end_on_one_device(run, tmp_path):
     """The job as a user runs it: 1 device reading the 8-device run; results, metrics, summary."""
     out = tmp_path / "lin"
-    result = run_job("linear_eval", out, f"--config.pretrained={run}",
+    relative = os.path.relpath(run, ROOT)  # as typed in a shell: relative to the cwd (ROOT)
+    result = run_job("linear_eval", out, f"--config.pretrained={relative}",
                      "--config.num_train_steps=6", "--config.batch_size=32",
                      "--config.eval_batch_size=64", "--config.log_every_steps=3")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,7 +54,7 @@ def test_linear_eval_cli_end_to_end_on_one_device(run, tmp_path):
     assert 0 <= doc["top1"] <= doc["top5"] <= 1 and doc["train_steps"] == 6
     assert doc["num_eval_examples"] == 300  # digits' test split, every example exactly once
     assert doc["config"]["dataset"] == "sklearn_digits"  # inherited from the pretraining run
-    assert doc["config"]["pretrained"] == run and len(doc["history"]) == 1
+    assert doc["config"]["pretrained"] == relative and len(doc["history"]) == 1
     summary = [line for line in result.stdout.splitlines() if line.startswith("linear_eval:")]
     assert len(summary) == 1 and "step 4 top1=" in summary[0]
     logged = rows(out)
