@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
-from simclr_jax import train
+from simclr_jax import checkpointing, train
 from simclr_jax.errors import UserError
 from tests.helpers import tiny_config
 
@@ -51,24 +53,68 @@ def test_default_job_writes_checkpoints_and_metrics(tmp_path, tfds_dir):
     assert len([json.loads(line) for line in open(tmp_path / "metrics.jsonl")]) == len(rows)
 
 
-def test_kill_9_after_checkpoint_then_rerun_matches_uninterrupted(tmp_path, tfds_dir):
+def final_params_diff(a, b) -> float:
+    """Largest absolute difference of two runs' final parameters and BN statistics."""
+    sa, sb = checkpointing.read_numpy(str(a)), checkpointing.read_numpy(str(b))
+    assert int(sa["step"]) == int(sb["step"])
+    return max(float(np.max(np.abs(x - y))) for key in ("params", "batch_stats")
+               for x, y in zip(jax.tree_util.tree_leaves(sa[key]),
+                               jax.tree_util.tree_leaves(sb[key]), strict=True))
+
+
+def wait_until(condition, proc, timeout_s=300) -> None:
+    deadline = time.time() + timeout_s
+    while not condition() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run ended before it could be interrupted"
+    assert condition(), f"nothing happened within {timeout_s} s"
+
+
+def test_sigterm_and_kill_9_then_rerun_match_uninterrupted(tmp_path, tfds_dir):
+    """SIGTERM: the job saves the current step and exits 0. kill -9: the rerun resumes from
+    the last complete checkpoint and ignores a half-written one. Both end where an
+    uninterrupted run ends: the same losses and the same final parameters."""
     flags = [*TINY_FLAGS, "--config.num_train_steps=12", "--config.checkpoint_every_steps=3"]
     straight = run_cli(tmp_path / "a", *flags, tfds_dir=tfds_dir)
     assert straight.returncode == 0, straight.stdout + straight.stderr
-    proc = run_cli(tmp_path / "b", *flags, tfds_dir=tfds_dir, popen=True)
-    first = tmp_path / "b" / "checkpoints" / "3"
-    deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "run ended before it could be killed"
+    a = losses(tmp_path / "a")
+    assert sorted(a) == list(range(1, 13))
+
+    # SIGTERM after step 4 is logged: not a checkpoint step, so the save is the notice's.
+    term = tmp_path / "term"
+    proc = run_cli(term, *flags, tfds_dir=tfds_dir, popen=True)
+    wait_until(lambda: (term / "metrics.jsonl").exists() and max(losses(term), default=0) >= 4,
+               proc)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    stopped = max(int(d.name) for d in (term / "checkpoints").iterdir() if d.name.isdigit())
+    assert 4 <= stopped < 12 and f"saved step {stopped} of 12" in output, output[-3000:]
+    resumed = run_cli(term, *flags, tfds_dir=tfds_dir)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"Resumed from checkpoint step {stopped}" in resumed.stdout + resumed.stderr
+
+    # kill -9 once the first checkpoint is complete, then a half-written later one appears.
+    killed = tmp_path / "b"
+    proc = run_cli(killed, *flags, tfds_dir=tfds_dir, popen=True)
+    wait_until((killed / "checkpoints" / "3").exists, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    resumed = run_cli(tmp_path / "b", *flags, tfds_dir=tfds_dir)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
-    assert [s for s in a if s > 3] == list(range(4, 13))
-    for step in range(4, 13):
-        assert abs(a[step] - b[step]) <= 1e-5, (step, a[step], b[step])
+    complete = max(int(d.name) for d in (killed / "checkpoints").iterdir() if d.name.isdigit())
+    partial = killed / "checkpoints" / "9.orbax-checkpoint-tmp-1"
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / "junk").write_text("half-written")
+    resumed = run_cli(killed, *flags, tfds_dir=tfds_dir)
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, output
+    assert complete < 9 and f"Resumed from checkpoint step {complete}" in output, output[-3000:]
+
+    for run in (term, killed):
+        b = losses(run)
+        assert sorted(b) == list(range(1, 13)), (run, sorted(b))
+        for step in range(1, 13):
+            assert abs(a[step] - b[step]) <= 1e-5, (run, step, a[step], b[step])
+        assert final_params_diff(tmp_path / "a", run) <= 1e-6, run
 
 
 def test_nan_stops_names_step_and_keeps_last_good_checkpoint(tmp_path, tfds_dir):
