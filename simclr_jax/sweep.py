@@ -5,7 +5,7 @@
 An experiment is configs/experiments/<NAME>.py with `get_experiment(scale) -> dict`:
   base: the ConfigDict every variant starts from;
   variants: [{'name', 'overrides': {key: value}, 'layers': ('h', 'z'), 'job': 'simclr' |
-            'supervised', 'labels': {...} (row/column of the plot)}];
+            'supervised' | 'random_init', 'labels': {...} (row/column of the plot)}];
   evaluation: 'knn' | 'linear' | 'knn,linear' (on frozen features of the named layers);
   plot: {'kind': 'heatmap', 'row': LABEL, 'col': LABEL} or {'kind': 'bars'};
   metric: the column plotted (e.g. 'knn_h').
@@ -128,6 +128,7 @@ def layer_features(apply_fn: Callable, images: np.ndarray, batch: int = 500) -> 
 def run_variant(variant: dict, exp: dict, vdir: Path, splits: tuple) -> dict:
     """Pretrains (or trains supervised) one variant, then evaluates its frozen features."""
     import jax
+    import jax.numpy as jnp
 
     from simclr_jax import supervised, train
     from simclr_jax.models import build_model
@@ -141,10 +142,14 @@ def run_variant(variant: dict, exp: dict, vdir: Path, splits: tuple) -> dict:
     if job == "supervised":
         apply_fn, result = supervised.train_and_evaluate(config, str(vdir), splits)
     else:
-        state = train.train_and_evaluate(config, str(vdir))
         model = build_model(config)
-        variables = {"params": {k: v for k, v in state.params.items() if k != "probe"},
-                     "batch_stats": state.batch_stats}
+        if job == "random_init":  # reference: the untrained encoder, evaluated the same way
+            variables = model.init(jax.random.PRNGKey(config.seed), jnp.zeros(
+                (2, config.image_size, config.image_size, 3)), train=False)
+        else:
+            state = train.train_and_evaluate(config, str(vdir))
+            variables = {"params": {k: v for k, v in state.params.items() if k != "probe"},
+                         "batch_stats": state.batch_stats}
 
         @jax.jit
         def apply_fn(x):

@@ -70,14 +70,17 @@ def write_plot(rows: list[dict], exp: dict, path: Path) -> None:
     title = exp.get("title", "sweep")
     if plot["kind"] == "heatmap":
         ylab, xlab, grid = heatmap_grid(rows, plot["row"], plot["col"], metric)
+        cells = {(ylab.index(r[plot["row"]]), xlab.index(r[plot["col"]])) for r in rows}
         fig, ax = plt.subplots(figsize=(1.1 * len(xlab) + 2.2, 0.9 * len(ylab) + 1.8))
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis")
         for i in range(len(ylab)):
             for j in range(len(xlab)):
-                text = "failed" if np.isnan(grid[i, j]) else f"{100 * grid[i, j]:.1f}"
+                # NaN: 'failed' if the grid has that variant, blank if it has none (e.g. a
+                # row with only one temperature). Masked cells are white, so black text.
+                nan = np.isnan(grid[i, j])
+                text = ("failed" if (i, j) in cells else "") if nan else f"{100 * grid[i, j]:.1f}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="w" if np.isnan(grid[i, j]) or grid[i, j] < np.nanmean(grid)
-                        else "k")
+                        color="k" if nan or grid[i, j] >= np.nanmean(grid) else "w")
         ax.set_xticks(range(len(xlab)), xlab, rotation=30)
         ax.set_yticks(range(len(ylab)), ylab)
         ax.set_xlabel(plot.get("col_title", plot["col"]))
@@ -104,7 +107,7 @@ def write_plot(rows: list[dict], exp: dict, path: Path) -> None:
             ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # long row labels are not cut off
     plt.close(fig)
 
 

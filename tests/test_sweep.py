@@ -23,6 +23,8 @@ def tiny_experiment(tfds_dir: str) -> dict:
          "labels": {"kind": "supervised"}},
         {"name": "broken", "overrides": {"view1_ops": "crop,solarize"},
          "labels": {"kind": "broken"}},
+        {"name": "untrained", "job": "random_init", "layers": ("h", "z"),
+         "labels": {"kind": "reference"}},
     ]
     return {"title": "tiny", "base": tiny_config(tfds_dir, num_train_steps=3),
             "variants": variants, "evaluation": "knn,linear", "metric": "knn_h",
@@ -33,10 +35,13 @@ def test_tiny_sweep_writes_tables_and_plot_then_resumes(tmp_path, tfds_dir):
     log: list[str] = []
     rows = sweep.run_sweep(tiny_experiment(tfds_dir), str(tmp_path), log=log.append)
     status = {r["variant"]: r["status"] for r in rows}
-    assert status == {"simclr": "ok", "supervised": "ok", "broken": "failed"}
+    assert status == {"simclr": "ok", "supervised": "ok", "broken": "failed",
+                      "untrained": "ok"}
     assert any("broken: FAILED" in line and "solarize" in line for line in log)
     table = list(csv.DictReader(open(tmp_path / "results.csv")))
-    assert [r["variant"] for r in table] == ["simclr", "supervised", "broken"]
+    assert [r["variant"] for r in table] == ["simclr", "supervised", "broken", "untrained"]
+    assert 0.0 <= float(table[3]["knn_z"]) <= 1.0
+    assert not (tmp_path / "variants" / "untrained" / "metrics.jsonl").exists()  # no training
     simclr = table[0]
     for key in ("knn_h", "knn_z", "linear_h", "linear_z"):
         assert 0.0 <= float(simclr[key]) <= 1.0
@@ -81,6 +86,21 @@ def test_heatmap_grid_marks_failed_cells():
     assert (ylab, xlab) == (["crop"], ["crop", "color"])
     assert grid[0, 0] == 0.5 and grid[0, 1] != grid[0, 1]  # NaN for the failed cell
 
+
+
+def test_heatmap_plot_writes_failed_only_where_a_variant_failed(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    texts, text = [], Axes.text
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: (
+        texts.append(s), text(self, x, y, s, *a, **k))[1])
+    rows = [{"variant": "a", "status": "ok", "t1": "crop", "t2": "crop", "knn_h": 0.5},
+            {"variant": "b", "status": "failed", "t1": "crop", "t2": "color"},
+            {"variant": "c", "status": "ok", "t1": "color", "t2": "crop", "knn_h": 0.4}]
+    exp = {"plot": {"kind": "heatmap", "row": "t1", "col": "t2"}, "metric": "knn_h"}
+    sweep_report.write_plot(rows, exp, tmp_path / "p.png")
+    # color+color is no variant at all: blank, not 'failed'.
+    assert sorted(texts) == sorted(["50.0", "failed", "40.0", ""])
 
 def test_experiment_with_no_variants_is_a_user_error(tmp_path, monkeypatch):
     (tmp_path / "empty.py").write_text(

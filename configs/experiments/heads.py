@@ -12,6 +12,9 @@ def get_experiment(scale: str) -> dict:
         {"name": "linear", "overrides": {"proj_head_mode": "linear"}, "layers": ("h", "z")},
         {"name": "nonlinear", "overrides": {"proj_head_mode": "nonlinear"},
          "layers": ("h", "z")},
+        # Reference: the same model untrained (nonlinear head), evaluated the same way.
+        {"name": "random_init", "job": "random_init",
+         "overrides": {"proj_head_mode": "nonlinear"}, "layers": ("h", "z")},
     ]
     return {"title": f"projection head: h vs g(h) ({scale})", "base": _common.base(scale),
             "prepare": _common.prepare(scale), "variants": variants,
