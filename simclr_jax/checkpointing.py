@@ -5,6 +5,7 @@ mid-save leaves no step directory that looks valid; stale temporaries are remove
 """
 
 import json
+import os
 
 import jax
 import ml_collections
@@ -15,9 +16,14 @@ from etils import epath
 from simclr_jax.errors import UserError
 
 
+def absolute(path: str) -> epath.Path:
+    """`path` as Orbax needs it: absolute (a local relative path is taken from the cwd)."""
+    return epath.Path(path if "://" in str(path) else os.path.abspath(path))
+
+
 def checkpoint_dir(workdir: str) -> epath.Path:
     """Where a run keeps its checkpoints (works for local paths and gs:// buckets)."""
-    return epath.Path(workdir) / "checkpoints"
+    return absolute(workdir) / "checkpoints"
 
 
 def checkpoint_manager(workdir: str, keep: int = 3, read_only: bool = False

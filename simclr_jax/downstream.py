@@ -11,7 +11,6 @@ placed on the mesh given at restore time, so an 8-device checkpoint loads on one
 """
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -20,7 +19,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from simclr_jax import parallel
+from simclr_jax import checkpointing, parallel
 from simclr_jax.errors import UserError
 from simclr_jax.models import ProjectionHead, ResNet, build_model
 from simclr_jax.models.simclr import DTYPES, build_encoder
@@ -40,14 +39,9 @@ class Pretrained:
     head_variables: dict | None = None
 
 
-def _absolute(path: str) -> epath.Path:
-    """Orbax restores only absolute paths: a local relative path is taken from the cwd."""
-    return epath.Path(path if "://" in str(path) else os.path.abspath(path))
-
-
 def checkpoints_root(path: str) -> epath.Path | None:
     """The directory holding step directories: DIR/checkpoints, or DIR itself if it holds steps."""
-    p = _absolute(path)
+    p = checkpointing.absolute(path)
     if (p / "checkpoints").is_dir():
         return p / "checkpoints"
     return p if p.is_dir() and ocp.path.step.checkpoint_steps(p) else None
@@ -61,7 +55,7 @@ def list_steps(path: str) -> list[int]:
 
 def resolve_checkpoint(path: str) -> tuple[epath.Path, int]:
     """(step directory, step) for a workdir (newest step) or a step dir like DIR/checkpoints/200."""
-    p = _absolute(path)
+    p = checkpointing.absolute(path)
     if not p.exists():
         raise UserError(f"pretrained path {path} does not exist (config.pretrained): pass the "
                         f"pretraining run's --workdir or one of its checkpoints/<step> dirs")

@@ -64,20 +64,16 @@ def load_experiment(name: str, scale: str) -> dict:
 
 def knn_accuracy(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                  k: int = 200, temperature: float = 0.1) -> float:
-    """Weighted kNN top-1 (InstDisc vote: exp(cos / T) over the k nearest), in numpy."""
-    bank = train[0] / np.maximum(np.linalg.norm(train[0], axis=1, keepdims=True), 1e-12)
-    query = test[0] / np.maximum(np.linalg.norm(test[0], axis=1, keepdims=True), 1e-12)
+    """Weighted kNN top-1 (the kNN job's vote, knn.knn_scores) of test against train features."""
+    from simclr_jax import knn
+
     num_classes = int(max(train[1].max(), test[1].max())) + 1
     correct = 0
-    for start in range(0, len(query), 512):
-        sim = query[start:start + 512] @ bank.T
-        k_eff = min(k, bank.shape[0])
-        top = np.argpartition(-sim, k_eff - 1, axis=1)[:, :k_eff]
-        weights = np.exp(np.take_along_axis(sim, top, axis=1) / temperature)
-        scores = np.zeros((len(top), num_classes))
-        np.add.at(scores, (np.arange(len(top))[:, None], train[1][top]), weights)
-        correct += int(np.sum(scores.argmax(1) == test[1][start:start + 512]))
-    return correct / len(query)
+    for start in range(0, len(test[0]), 512):
+        scores = knn.knn_scores(test[0][start:start + 512], train[0], train[1],
+                                num_classes=num_classes, k=k, temperature=temperature)
+        correct += int(np.sum(np.asarray(scores).argmax(1) == test[1][start:start + 512]))
+    return correct / len(test[0])
 
 
 def linear_accuracy(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
@@ -110,13 +106,15 @@ def variant_config(base: ml_collections.ConfigDict, overrides: dict
 
 
 def eval_images(images: np.ndarray, size: int) -> np.ndarray:
-    """Eval preprocessing: whole image resized to `size` (no centre crop at <= 32 px)."""
+    """The evaluation jobs' preprocessing (eval_pipeline.preprocess_eval), as floats in [0, 1]."""
     import tensorflow as tf
 
-    if images.shape[1] == size:
-        return images.astype(np.float32) / 255.0
-    out = tf.image.resize(tf.constant(images, tf.float32), (size, size), method="bicubic")
-    return np.clip(out.numpy() / 255.0, 0.0, 1.0)
+    from simclr_jax.data import eval_pipeline
+
+    ds = (tf.data.Dataset.from_tensor_slices(images)
+          .map(lambda im: eval_pipeline.preprocess_eval(im, size),
+               num_parallel_calls=tf.data.AUTOTUNE).batch(1024))
+    return np.concatenate(list(ds.as_numpy_iterator())).astype(np.float32) / 255.0
 
 
 def layer_features(apply_fn: Callable, images: np.ndarray, batch: int = 500) -> list[np.ndarray]:

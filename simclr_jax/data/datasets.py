@@ -68,10 +68,10 @@ def load_split(name: str, split: str, data_dir: str | None) -> ArraySplit:
         ds = ds.map(lambda x: {**x, "image": host_augment.square(x["image"])},
                     num_parallel_calls=tf.data.AUTOTUNE).batch(1024)
         parts = list(tfds.as_numpy(ds))
-        data = {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")
-                if parts and k in parts[0]}
         if not parts:
             raise UserError(f"split {split!r} of dataset {name!r} is empty")
+        data = {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")
+                if k in parts[0]}
     else:
         data = tfds.as_numpy(ds)
     images = data["image"]

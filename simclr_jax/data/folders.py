@@ -257,18 +257,24 @@ def load_in_memory(root: str, spec: str, *, labels: str = "auto", skip_corrupt: 
 
     found = open_split(root, spec, labels=labels, skip_corrupt=skip_corrupt,
                        cache_dir=cache_dir)
-    decoded = (tf.data.Dataset.from_tensor_slices(list(found.files))
-               .map(lambda f: host_augment.decode(tf.io.read_file(f)),
-                    num_parallel_calls=tf.data.AUTOTUNE))
+
+    def decode_all(square: bool) -> list[np.ndarray]:
+        def one(path):
+            image = host_augment.decode(tf.io.read_file(path))
+            return host_augment.square(image, side) if square else image
+
+        ds = tf.data.Dataset.from_tensor_slices(list(found.files))
+        return list(ds.map(one, num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator())
+
     try:
-        images = list(decoded.as_numpy_iterator())
+        images = decode_all(square=False)
+        if len({im.shape for im in images}) > 1:
+            images = decode_all(square=True)  # decoding again in parallel beats eager resizes
     except tf.errors.OpError:
         bad = first_unreadable(found.files)
         where = f"{bad[0]} ({bad[1]})" if bad else f"in {root}"
         raise UserError(f"cannot read image {where}: evaluation reads every image of split "
                         f"{spec!r}; remove or replace that file") from None
-    if len({im.shape for im in images}) > 1:
-        images = [host_augment.square(im, side).numpy() for im in images]
     return ArraySplit(images=np.stack(images), labels=found.labels,
                       num_classes=len(found.classes))
 
