@@ -202,3 +202,13 @@ def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir):
     results = linear_eval.run(config, str(tmp_path / "lin"))
     doc = json.loads((tmp_path / "lin" / "results.json").read_text())
     assert doc["num_eval_examples"] == 4 and 0 <= results["top1"] <= 1
+
+
+def test_evaluation_input_names_an_unreadable_file(tmp_path, tfds_dir):
+    from simclr_jax.data import datasets
+
+    root = tmp_path / "bad"
+    write_images(root / "val" / "a", 3)
+    truncated_jpeg(root / "val" / "a" / "truncated.jpg")
+    with pytest.raises(UserError, match=r"cannot read image .*truncated\.jpg .*remove or replace"):
+        datasets.load_split(f"folder:{root}", "val", tfds_dir)
