@@ -1,8 +1,9 @@
 """SimCLR pretraining: state creation, the sharded train step and the training loop."""
 
+import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -160,10 +161,21 @@ def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
     return {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Pretrains per `config`, resuming from the newest checkpoint in `workdir` if any."""
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """The pieces of a pretraining run that follow from its config (no state, no I/O)."""
+
+    split: sources.Source
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    steps_per_epoch: int
+    num_steps: int
+
+
+def build_training(config: ml_collections.ConfigDict, mesh) -> Training:
+    """Validates `config` for `mesh` and opens this process's share of the train split."""
     validate(config)
-    mesh = parallel.make_mesh()
     parallel.check_global_batch(config.batch_size, mesh)
     datasets.hide_accelerators_from_tf()
     # Process 0 first: the first use of an embedded dataset prepares it in data_dir, and
@@ -179,6 +191,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     model = build_model(config, num_classes=num_classes)
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
     tx = optim.build_optimizer(config, schedule)
+    return Training(split=split, model=model, tx=tx, schedule=schedule,
+                    steps_per_epoch=steps_per_epoch, num_steps=num_steps)
+
+
+def input_batches(split: sources.Source, config: ml_collections.ConfigDict,
+                  start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    """This process's rows of every global batch from `start_step` on (host numpy)."""
+    return pipeline.pretrain_batches(
+        split, config, start_step=start_step, process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        # Custom view ops crop on the device ('crop' op): the host passes the whole image.
+        crop_area_min=config.crop_area_min if augment_ops.uses_default(config) else 1.0)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Pretrains per `config`, resuming from the newest checkpoint in `workdir` if any."""
+    mesh = parallel.make_mesh()
+    parts = build_training(config, mesh)
+    split, model, tx, schedule = parts.split, parts.model, parts.tx, parts.schedule
+    num_steps = parts.num_steps
 
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     mngr = checkpointing.checkpoint_manager(workdir, keep=config.keep_checkpoints)
@@ -198,11 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         from simclr_jax.knn import Monitor  # only when on: it loads the eval split
 
         knn_monitor = Monitor(config, split, mesh)
-    data = pipeline.pretrain_batches(
-        split, config, start_step=start, process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        # Custom view ops crop on the device ('crop' op): the host passes the whole image.
-        crop_area_min=config.crop_area_min if augment_ops.uses_default(config) else 1.0)
+    data = input_batches(split, config, start)
     progress = (periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
                 if jax.process_index() == 0 else lambda step: None)
     history: list[tuple[int, dict]] = []
