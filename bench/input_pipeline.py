@@ -6,13 +6,13 @@
         --imagenet_width=1 --imagenet_step_batch=4     # also the configs' own models (slow)
 
 For each case it times, with the project's own functions and the host cores this process may use:
-  host   images/s (two views each) of `pipeline.pretrain_batches` -> `parallel.prefetch_to_mesh`
-         (what train.py iterates), for the three augmentation placements (default: host crop +
-         flip, device colour; augment_on=host; crop_on=device), and of its stages alone (read the
-         files, decode them) to name the limiting host stage;
+  host   images/s (two views each) of `pretrain_input.pretrain_batches` ->
+         `parallel.prefetch_to_mesh` (what core/train.py iterates), for the three augmentation
+         placements (default: host crop + flip, device colour; augment_on=host; crop_on=device),
+         and of its stages alone (read the files, decode them) to name the limiting host stage;
   device images/s of the jitted train step (`train.make_train_step`) for the same config, at a
          smaller batch (and, for 224 px, a smaller model: flags) so it runs on a CPU, and of the
-         jitted device augmentation alone (`train.augment_views`), whose share of the step is
+         jitted device augmentation alone (`views.augment_views`), whose share of the step is
          printed per placement.
 Then the ratio pipeline throughput / step consumption, the target (>= 2x for CIFAR, device
 augmentation <= 10% of the step) and the limiting stage.
@@ -115,8 +115,8 @@ def time_host(source, config, seconds: float) -> float:
     """images/s of pretrain_batches -> prefetch_to_mesh over `seconds` after 3 warm-up batches."""
     import jax
 
-    from simclr_jax import parallel
-    from simclr_jax.data import pipeline
+    from simclr_jax.core import parallel
+    from simclr_jax.data import pretrain_input as pipeline
 
     mesh = parallel.make_mesh()
     data = pipeline.pretrain_batches(source, config)
@@ -132,11 +132,12 @@ def time_host(source, config, seconds: float) -> float:
 
 def time_stage(source, config, stage: str, seconds: float) -> float:
     """images/s of the pipeline's first stages alone, with its parallelism: 'read' (the
-    example stream of pipeline.examples + pipeline.load: the file bytes) or 'decode' (+ a full
-    decode of each image, which the views replace by a fused decode-and-crop per view)."""
+    example stream of pretrain_input.examples + pretrain_input.load: the file bytes) or 'decode'
+    (+ a full decode of each image, which the views replace by a fused decode-and-crop per view)."""
     import tensorflow as tf
 
-    from simclr_jax.data import host_augment, pipeline
+    from simclr_jax.augment import tf_image as host_augment
+    from simclr_jax.data import pretrain_input as pipeline
 
     read = pipeline.load(source)
     ds = pipeline.examples(source, seed=config.seed, global_batch=config.batch_size,
@@ -160,7 +161,7 @@ def time_stage(source, config, stage: str, seconds: float) -> float:
 
 def sample_batch(source, config, batch: int) -> dict:
     """One real host batch of `batch` images for `config` (its placement), as numpy."""
-    from simclr_jax.data import pipeline
+    from simclr_jax.data import pretrain_input as pipeline
 
     c = config.copy_and_resolve_references()
     c.batch_size = batch
@@ -186,7 +187,8 @@ def time_device(source, config, placements: dict, batch: int, num_classes: int):
     jitted device augmentation alone}, step seconds) at `batch` images."""
     import jax
 
-    from simclr_jax import optim, parallel, train
+    from simclr_jax.augment import views
+    from simclr_jax.core import optim, parallel, train
     from simclr_jax.models import build_model
 
     mesh = parallel.make_mesh()
@@ -202,7 +204,7 @@ def time_device(source, config, placements: dict, batch: int, num_classes: int):
         cp = c.copy_and_resolve_references()
         cp.update(overrides)
         host = parallel.global_batch(mesh, sample_batch(source, cp, batch))
-        f = jax.jit(lambda s, b, cp=cp: train.augment_views(cp, s, b))
+        f = jax.jit(lambda s, b, cp=cp: views.augment_views(cp, s, b))
         aug[name] = median_time(lambda f=f, host=host: f(0, host), 5)
         if name.startswith("default"):
             default_batch = host
@@ -281,7 +283,7 @@ def main(argv) -> None:
     import jax
 
     from simclr_jax import cli
-    from simclr_jax.data import datasets
+    from simclr_jax.data import builders as datasets
 
     cli.quiet_library_logs()
     datasets.hide_accelerators_from_tf()

@@ -31,7 +31,8 @@ FLAGS = flags.FLAGS
 
 def digits_configs(tfds_dir: str):
     """(pretraining, linear-eval) configs for the embedded digits: 16 px, R18 at 1/4 width."""
-    from simclr_jax import default_config, eval_config
+    from simclr_jax import config as default_config
+    from simclr_jax import eval_config
 
     pre = default_config.get_config()
     pre.data_dir = tfds_dir
@@ -105,11 +106,15 @@ def compare(pre, ev, workdir: str) -> dict:
     import jax
     from clu import metric_writers
 
-    from simclr_jax import downstream, evaluation, knn, linear_eval, parallel, train
+    from simclr_jax.core import parallel, train
+    from simclr_jax.evals import jobs as evaluation
+    from simclr_jax.evals import knn
+    from simclr_jax.evals import linear as linear_eval
+    from simclr_jax.evals import pretrained as downstream
 
     run = os.path.join(workdir, "pretrain")
     t0 = time.time()
-    train.train_and_evaluate(pre, run)
+    train.train_and_evaluate(pre, run, monitor=knn.Monitor)
     pretrain_s = time.time() - t0
     mesh = parallel.make_mesh()
     writer = metric_writers.MultiWriter([])

@@ -41,8 +41,8 @@ def time_step(conv_impl: str):
     import jax
     import numpy as np
 
-    from simclr_jax import optim, parallel, train
     from simclr_jax.config import base_config
+    from simclr_jax.core import optim, parallel, train
     from simclr_jax.models import build_model
 
     c = base_config()

@@ -10,29 +10,13 @@ The dataset must be prepared first: `tfds build cifar10 --data_dir=DIR` on a mac
 
 import ml_collections
 
-from simclr_jax.config import base_config
+from simclr_jax.config import cifar10_config
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    """variant '' = paper scale; 'smoke' = ResNet-18 at 1/4 width for 50 steps."""
-    c = base_config()
-    c.dataset = "cifar10"
-    c.train_split = "train"
-    c.eval_split = "test"
-    c.image_size = 32
-    c.color_jitter_strength = 0.5
-    c.blur_prob = 0.0  # no blur at 32 px
-    c.resnet_depth = 18
-    c.temperature = 0.5
-    c.batch_size = 512
-    c.num_epochs = 1000
-    c.warmup_epochs = 10.0
-    c.optimizer = "lars"
-    c.learning_rate = 1.0
-    c.lr_scaling = "linear"
-    c.weight_decay = 1e-6
-    c.log_every_steps = 50
-    c.checkpoint_every_steps = 1000
+    """variant '' = paper scale (simclr_jax.config.cifar10_config); 'smoke' = ResNet-18 at 1/4
+    width for 50 steps."""
+    c = cifar10_config()
     if variant == "smoke":
         c.width_multiplier = 0.25
         c.batch_size = 128

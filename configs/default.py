@@ -5,6 +5,6 @@
 Same as running the job without --config.
 """
 
-from simclr_jax.default_config import get_config
+from simclr_jax.config import get_config
 
 __all__ = ["get_config"]

@@ -1,13 +1,19 @@
-"""What every job's command line shares: flag parsing with clear errors, quiet library logs."""
+"""What every job's command line shares: flag parsing with clear errors, quiet library logs,
+multi-process start-up, and the entry point of the evaluation jobs."""
 
 import logging as pylogging
+import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
+
+from simclr_jax import eval_config
+from simclr_jax.core import parallel
+from simclr_jax.errors import UserError, report_user_errors
 
 FLAGS = flags.FLAGS
 # Library INFO logs (Orbax's per-save chatter, XLA's TPU probe) drown the job's own progress.
@@ -78,9 +84,37 @@ def initialize_distributed_from_flags() -> None:
     """jax.distributed.initialize from the flags of define_distributed_flags (if multi-process).
 
     Call it before anything builds a jnp array: that starts the XLA backend, and
-    jax.distributed.initialize must come first.
+    jax.distributed.initialize must come first (importing simclr_jax builds none).
     """
-    from simclr_jax import parallel  # imports jax: keep --help fast
-
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id, FLAGS.distributed_timeout)
+
+
+def define_eval_flags(job: str) -> None:
+    """The flags every eval job takes (defined when the job runs, not at import: several job
+    modules may be imported into one process)."""
+    define_config_flag(f"{os.path.abspath(eval_config.__file__)}:{job}",
+                       "Config file (configs/linear_eval_*.py, configs/finetune_*.py); "
+                       "without it, the embedded default for the digits dataset.")
+    flags.DEFINE_string("workdir", f"runs/{job}", "results.json, metrics.jsonl, TensorBoard.")
+    flags.DEFINE_bool("wait", False, "Evaluate each new checkpoint of config.pretrained as it "
+                      "appears; stop after the pretraining run's final step.")
+    flags.DEFINE_float("wait_timeout", 3600.0, "--wait: give up after this many seconds "
+                       "without a new checkpoint.")
+    define_distributed_flags()
+
+
+def run_eval_job(job: str, run: Callable[..., dict]) -> None:
+    """Console entry of an eval job: flags, then `run(config, workdir, wait=, wait_timeout_s=)`
+    after jax.distributed.initialize; a UserError is one `error:` line and exit code 2."""
+    define_eval_flags(job)
+
+    @report_user_errors
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise UserError(f"unexpected arguments: {argv[1:]}")
+        quiet_library_logs()
+        initialize_distributed_from_flags()
+        run(FLAGS.config, FLAGS.workdir, wait=FLAGS.wait, wait_timeout_s=FLAGS.wait_timeout)
+
+    app.run(main, flags_parser=parse_flags)

@@ -8,6 +8,12 @@ class UserError(Exception):
     """Bad input (config, data, workdir): the message names the problem and the fix."""
 
 
+def require(ok: bool, key: str, message: str) -> None:
+    """UserError 'config.KEY: MESSAGE' unless `ok` (config validation)."""
+    if not ok:
+        raise UserError(f"config.{key}: {message}")
+
+
 def report_user_errors(main: Callable[..., None]) -> Callable[..., None]:
     """Wraps an absl main so a UserError ends the job with one clear line and exit code 2."""
 

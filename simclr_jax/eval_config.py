@@ -13,11 +13,10 @@ Without --config each job runs its embedded default for the digits dataset (`get
 import ml_collections
 from ml_collections import config_dict
 
-from simclr_jax.errors import UserError
+from simclr_jax.core.optim import LR_SCALINGS, OPTIMIZERS
+from simclr_jax.errors import require
 
 JOBS = ("linear_eval", "finetune", "knn")
-OPTIMIZERS = ("momentum", "lars")
-LR_SCALINGS = ("linear", "sqrt")
 # Inherited from the pretraining run's config when left at None.
 INHERITED = ("dataset", "data_dir", "train_split", "eval_split", "image_size")
 
@@ -50,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.num_epochs = 100
     c.num_train_steps = -1  # > 0 overrides num_epochs
     c.warmup_epochs = 0.0
-    c.optimizer = "momentum"  # Nesterov momentum; or "lars"
+    c.optimizer = "momentum"  # Nesterov momentum; or "lars", "adam"
     c.learning_rate = 0.1
     c.lr_scaling = "linear"  # linear: lr * B / 256; sqrt: lr * sqrt(B)
     c.weight_decay = 0.0
@@ -82,35 +81,30 @@ def get_config(job: str = "linear_eval") -> ml_collections.ConfigDict:
     return c
 
 
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"config.{key}: {message}")
-
-
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raises UserError naming the first bad key, its value and what is expected."""
-    _require(bool(c.pretrained), "pretrained",
-             "not set: pass the pretraining run, e.g. --config.pretrained=runs/default (its "
-             "workdir, newest step) or --config.pretrained=runs/default/checkpoints/200")
-    _require(0 < c.label_fraction <= 1, "label_fraction",
-             f"must be in (0, 1], got {c.label_fraction} (e.g. 0.01 or 0.1 for 1% / 10%)")
-    _require(c.optimizer in OPTIMIZERS, "optimizer",
-             f"must be one of {OPTIMIZERS}, got {c.optimizer!r}")
-    _require(c.lr_scaling in LR_SCALINGS, "lr_scaling",
-             f"must be one of {LR_SCALINGS}, got {c.lr_scaling!r}")
-    _require(-1 <= c.fine_tune_after_block <= 4, "fine_tune_after_block",
-             f"must be in -1..4 (-1 trains everything, 4 freezes the whole encoder), "
-             f"got {c.fine_tune_after_block}")
-    _require(c.ft_proj_selector >= 0, "ft_proj_selector",
-             f"must be >= 0 (0 = h, k = after head layer k), got {c.ft_proj_selector}")
-    _require(0 < c.crop_area_min <= 1, "crop_area_min",
-             f"must be in (0, 1], got {c.crop_area_min}")
+    require(bool(c.pretrained), "pretrained",
+            "not set: pass the pretraining run, e.g. --config.pretrained=runs/default (its "
+            "workdir, newest step) or --config.pretrained=runs/default/checkpoints/200")
+    require(0 < c.label_fraction <= 1, "label_fraction",
+            f"must be in (0, 1], got {c.label_fraction} (e.g. 0.01 or 0.1 for 1% / 10%)")
+    require(c.optimizer in OPTIMIZERS, "optimizer",
+            f"must be one of {OPTIMIZERS}, got {c.optimizer!r}")
+    require(c.lr_scaling in LR_SCALINGS, "lr_scaling",
+            f"must be one of {LR_SCALINGS}, got {c.lr_scaling!r}")
+    require(-1 <= c.fine_tune_after_block <= 4, "fine_tune_after_block",
+            f"must be in -1..4 (-1 trains everything, 4 freezes the whole encoder), "
+            f"got {c.fine_tune_after_block}")
+    require(c.ft_proj_selector >= 0, "ft_proj_selector",
+            f"must be >= 0 (0 = h, k = after head layer k), got {c.ft_proj_selector}")
+    require(0 < c.crop_area_min <= 1, "crop_area_min",
+            f"must be in (0, 1], got {c.crop_area_min}")
     for key in ("batch_size", "eval_batch_size", "knn_k", "log_every_steps"):
-        _require(c[key] >= 1, key, f"must be >= 1, got {c[key]}")
-    _require(c.num_train_steps > 0 or c.num_epochs > 0, "num_epochs",
-             "num_epochs or num_train_steps must be > 0")
-    _require(c.knn_temperature > 0, "knn_temperature", f"must be > 0, got {c.knn_temperature}")
+        require(c[key] >= 1, key, f"must be >= 1, got {c[key]}")
+    require(c.num_train_steps > 0 or c.num_epochs > 0, "num_epochs",
+            "num_epochs or num_train_steps must be > 0")
+    require(c.knn_temperature > 0, "knn_temperature", f"must be > 0, got {c.knn_temperature}")
     for key in ("learning_rate", "weight_decay", "warmup_epochs"):
-        _require(c[key] >= 0, key, f"must be >= 0, got {c[key]}")
-    _require(c.image_size is None or c.image_size > 0, "image_size",
-             f"must be > 0, got {c.image_size}")
+        require(c[key] >= 0, key, f"must be >= 0, got {c[key]}")
+    require(c.image_size is None or c.image_size > 0, "image_size",
+            f"must be > 0, got {c.image_size}")

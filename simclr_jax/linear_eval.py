@@ -1,115 +1,19 @@
-"""Linear evaluation job: a linear classifier on the frozen encoder's h (BN in inference mode).
+"""Linear evaluation job: a linear classifier on the frozen encoder's h (evals/linear.py).
 
     python -m simclr_jax.linear_eval --config.pretrained=runs/default --workdir=runs/linear
     python -m simclr_jax.linear_eval --config=configs/linear_eval_cifar10.py \\
         --config.pretrained=runs/cifar10 --workdir=runs/cifar10_linear
     # every new checkpoint of a running pretraining job, until its last:
     python -m simclr_jax.linear_eval --config.pretrained=runs/default --workdir=runs/lin --wait
-
-Training augments with random crop + flip (config.train_augment). With
-config.cache_features=True, h is computed once per example (eval preprocessing, no augmentation)
-and the classifier trains on those cached features: the same result as train_augment=False,
-without a forward pass of the encoder per step.
 """
 
-from functools import partial
-
-import jax
-import jax.numpy as jnp
-import ml_collections
-from absl import app
-
-from simclr_jax import cli, evaluation, finetune, optim, parallel
-from simclr_jax.data import pipeline
-from simclr_jax.data.datasets import ArraySplit
-from simclr_jax.downstream import Pretrained
-from simclr_jax.train import TrainState
-
-
-def linear_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`config` with the whole encoder frozen and the classifier reading h."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.fine_tune_after_block = 4
-    config.ft_proj_selector = 0
-    return config
-
-
-def train_cached(pre: Pretrained, config: ml_collections.ConfigDict, train: ArraySplit, mesh,
-                 writer) -> tuple[finetune.Classifier, TrainState]:
-    """The linear classifier trained on h computed once; same order, init and optimiser as
-    finetune.train_classifier, so without augmentation both give the same classifier."""
-    feats = evaluation.features(pre, train, config.image_size, config.eval_batch_size, mesh)
-    model = finetune.Classifier(None, None, train.num_classes, frozen_encoder=True,
-                                zero_init=config.zero_init_classifier)
-    # Flax derives init keys from module paths: with the same seed, the layer "classifier"
-    # starts exactly as in the full model, also when it is not zero-initialised.
-    h = jnp.zeros((1, feats.shape[1]))
-    params = jax.jit(lambda k: model.init(k, h, train=False)["params"],
-                     out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
-    steps_per_epoch, num_steps = evaluation.steps_for(config, len(train))
-    schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
-    tx = finetune.build_tx(config, schedule, jax.tree_util.tree_map(lambda _: True, params))
-    state = jax.jit(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,
-                                         batch_stats={}, opt_state=tx.init(p)),
-                    out_shardings=parallel.replicated(mesh))(params)
-    step_fn = jax.jit(partial(finetune.train_step, model=model, tx=tx, schedule=schedule),
-                      out_shardings=parallel.replicated(mesh))
-    order = pipeline.stream_indices(config.seed, len(train), config.batch_size, 0,
-                                    jax.process_index(), jax.process_count())
-    batches = (parallel.global_batch(mesh, {"image": feats[idx], "label": train.labels[idx]})
-               for idx, _ in order)
-    state = finetune.run_steps(zip(range(1, num_steps + 1), batches, strict=False), state,
-                               step_fn, config, pre.step, writer)
-    return model, state
-
-
-def eval_cached(model: finetune.Classifier, state: TrainState, pre: Pretrained, config,
-                test: ArraySplit, mesh) -> dict:
-    """Exact metrics of the classifier on the test split's h (computed once)."""
-    feats = evaluation.features(pre, test, config.image_size, config.eval_batch_size, mesh)
-    apply = jax.jit(lambda p, h: model.apply({"params": p}, h, train=False))
-    batches = evaluation.host_batches({"h": feats, "label": test.labels},
-                                      config.eval_batch_size, mesh)
-    return evaluation.topk_metrics((apply(state.params, b["h"]), b["label"], b["mask"])
-                                   for b in batches)
-
-
-def train_and_eval(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer
-                   ) -> tuple[dict, TrainState]:
-    """Linear evaluation of `pre`: (results, the final train state incl. the frozen encoder)."""
-    config = linear_config(config)
-    train, test = evaluation.load_splits(config, "linear evaluation")
-    if config.cache_features:
-        model, state = train_cached(pre, config, train, mesh, writer)
-        metrics = eval_cached(model, state, pre, config, test, mesh)
-    else:
-        model, state = finetune.train_classifier(pre, config, train, mesh, writer)
-        metrics = finetune.eval_classifier(model, state, config, test, mesh)
-    writer.write_scalars(int(state.step), {
-        "top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
-        "checkpoint_step": pre.step})
-    results = {"top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
-               "num_eval_examples": metrics["num_examples"], "num_train_examples": len(train),
-               "train_steps": int(state.step)}
-    return results, state
-
-
-def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer) -> dict:
-    """evaluation.EvaluateFn of this job."""
-    return train_and_eval(pre, config, mesh, writer)[0]
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, *, wait: bool = False,
-        wait_timeout_s: float = 3600.0) -> dict:
-    """The linear evaluation job (library entry point)."""
-    return evaluation.run_job("linear_eval", config, workdir, evaluate, wait=wait,
-                              wait_timeout_s=wait_timeout_s)
+from simclr_jax import cli
+from simclr_jax.evals import linear
 
 
 def main() -> None:
     """Console-script entry point."""
-    evaluation.define_flags("linear_eval")
-    app.run(evaluation.make_main("linear_eval", run), flags_parser=cli.parse_flags)
+    cli.run_eval_job("linear_eval", linear.run)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""SimCLR pretraining job.
+"""SimCLR pretraining job (the work is core/train.py's train_and_evaluate).
 
     python -m simclr_jax.pretrain --workdir=runs/default                    # embedded default
     python -m simclr_jax.pretrain --config=configs/cifar10.py --workdir=DIR --config.batch_size=256
@@ -8,10 +8,12 @@ import os
 
 from absl import app, flags
 
-from simclr_jax import cli, default_config
-from simclr_jax.errors import report_user_errors
+from simclr_jax import cli, config
+from simclr_jax.core import train
+from simclr_jax.errors import UserError, report_user_errors
+from simclr_jax.evals import knn
 
-cli.define_config_flag(os.path.abspath(default_config.__file__),
+cli.define_config_flag(os.path.abspath(config.__file__),
                        "Config file (configs/*.py); without it, the embedded default.")
 flags.DEFINE_string("workdir", "runs/pretrain", "Checkpoints, metrics.jsonl and TensorBoard.")
 cli.define_distributed_flags()
@@ -19,22 +21,18 @@ FLAGS = flags.FLAGS
 
 
 @report_user_errors
-def main(argv) -> None:
-    """Parses flags only; the work is train.train_and_evaluate."""
+def _main(argv) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise UserError(f"unexpected arguments: {argv[1:]}")
     cli.quiet_library_logs()
     cli.initialize_distributed_from_flags()
-    # Only now: importing train builds jnp constants, which starts the XLA backend.
-    from simclr_jax import train
-
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, monitor=knn.Monitor)
 
 
-def run() -> None:
+def main() -> None:
     """Console-script entry point."""
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(_main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":
-    run()
+    main()

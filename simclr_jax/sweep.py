@@ -1,243 +1,48 @@
-"""Ablation sweeps: the paper's experiments as lists of config variants, run and tabulated.
+"""Ablation sweeps: the paper's experiments run as lists of config variants, then tabulated
+(research/sweep.py; the experiments are simclr_jax/research/experiments/<NAME>.py).
 
-    python -m simclr_jax.sweep --experiment=losses --workdir=runs/sweeps/losses --scale=cpu
-
-An experiment is configs/experiments/<NAME>.py with `get_experiment(scale) -> dict`:
-  base: the ConfigDict every variant starts from;
-  variants: [{'name', 'overrides': {key: value}, 'layers': ('h', 'z'), 'job': 'simclr' |
-            'supervised' | 'random_init', 'labels': {...} (row/column of the plot)}];
-  evaluation: 'knn' | 'linear' | 'knn,linear' (on frozen features of the named layers);
-  plot: {'kind': 'heatmap', 'row': LABEL, 'col': LABEL} or {'kind': 'bars'};
-  metric: the column plotted (e.g. 'knn_h').
-Each variant runs in <workdir>/variants/<name> (config.json, checkpoints, metrics.jsonl,
-results.json). A variant whose results.json says 'ok' is skipped on rerun; a failing variant is
-reported, marked 'failed' in the table, and the sweep goes on (it is retried on the next run).
-The sweep writes results.csv, results.md and results.png into <workdir>.
+    python -m simclr_jax.sweep --experiment=losses --workdir=runs/sweeps/losses --scale=cpu \\
+        --cifar10_folder=/data/cifar10/train
 """
 
-import importlib.util
-import json
-import os
-import sys
-import time
-import traceback
-from collections.abc import Callable
-from pathlib import Path
+from absl import app, flags
 
-import ml_collections
-import numpy as np
-
-from simclr_jax.errors import UserError
-
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "configs" / "experiments"
-LAYER_NAMES = ("h", "g1", "g2", "g3")  # head outputs: h, then each projection-head layer
+from simclr_jax import cli
+from simclr_jax.errors import UserError, report_user_errors
+from simclr_jax.research import sweep
 
 
-def list_experiments() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+def define_flags() -> None:
+    """The command's flags; defined only when it runs, so importing this module adds none."""
+    flags.DEFINE_string("experiment", None, "Experiment name: "
+                        + ", ".join(sweep.list_experiments()) + ".", required=True)
+    flags.DEFINE_string("workdir", None, "Where the variants, tables and plot go.",
+                        required=True)
+    flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: a CIFAR-10 folder subset, tiny "
+                      "models; paper: the paper's CIFAR-10 recipe (needs an accelerator).")
+    flags.DEFINE_string("cifar10_folder", None, "cpu scale: CIFAR-10's training images as JPEGs, "
+                        "root/<class>/*.jpg (default: $SIMCLR_CIFAR10_FOLDER).")
 
 
-def load_experiment(name: str, scale: str) -> dict:
-    """configs/experiments/<name>.py's get_experiment(scale), checked for the keys we need."""
-    path = EXPERIMENTS_DIR / f"{name}.py"
-    if not path.exists():
-        raise UserError(f"unknown experiment {name!r} (--experiment): expected one of "
-                        f"{', '.join(list_experiments())}, from {EXPERIMENTS_DIR}")
-    sys.path.insert(0, str(EXPERIMENTS_DIR))  # experiments share helpers in _common.py
-    try:
-        spec = importlib.util.spec_from_file_location(f"simclr_experiment_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXPERIMENTS_DIR))
-    exp = module.get_experiment(scale)
-    if not exp.get("variants"):
-        raise UserError(f"experiment {name!r} at scale {scale!r} has no variants: add at least "
-                        f"one {{'name': ..., 'overrides': {{...}}}} to its 'variants' list")
-    names = [v["name"] for v in exp["variants"]]
-    if len(set(names)) != len(names):
-        raise UserError(f"experiment {name!r} has duplicate variant names: {names}")
-    return exp
-
-
-# --- Evaluation on frozen features (pluggable: name -> fn(train, test) -> accuracy) ----------
-
-def knn_accuracy(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-                 k: int = 200, temperature: float = 0.1) -> float:
-    """Weighted kNN top-1 (the kNN job's vote, knn.knn_scores) of test against train features."""
-    from simclr_jax import knn
-
-    num_classes = int(max(train[1].max(), test[1].max())) + 1
-    correct = 0
-    for start in range(0, len(test[0]), 512):
-        scores = knn.knn_scores(test[0][start:start + 512], train[0], train[1],
-                                num_classes=num_classes, k=k, temperature=temperature)
-        correct += int(np.sum(np.asarray(scores).argmax(1) == test[1][start:start + 512]))
-    return correct / len(test[0])
-
-
-def linear_accuracy(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
-                    ) -> float:
-    """Linear evaluation on frozen features: L2-regularised logistic regression (L-BFGS) on
-    standardised features, the usual cheap stand-in for the paper's SGD linear eval."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train[0])
-    clf = LogisticRegression(max_iter=500, C=1.0)
-    clf.fit(scaler.transform(train[0]), train[1])
-    return float(clf.score(scaler.transform(test[0]), test[1]))
-
-
-EVALUATORS: dict[str, Callable] = {"knn": knn_accuracy, "linear": linear_accuracy}
-
-
-# --- Running one variant ----------------------------------------------------------------------
-
-def variant_config(base: ml_collections.ConfigDict, overrides: dict
-                   ) -> ml_collections.ConfigDict:
-    """base + overrides; an override naming no key is a UserError (a typo would be silent)."""
-    config = ml_collections.ConfigDict(base.to_dict())
-    for key, value in overrides.items():
-        if key not in config:
-            raise UserError(f"override {key!r} is not a config key (see simclr_jax/config.py)")
-        config[key] = value
-    return config
-
-
-def eval_images(images: np.ndarray, size: int) -> np.ndarray:
-    """The evaluation jobs' preprocessing (eval_pipeline.preprocess_eval), as floats in [0, 1]."""
-    import tensorflow as tf
-
-    from simclr_jax.data import eval_pipeline
-
-    ds = (tf.data.Dataset.from_tensor_slices(images)
-          .map(lambda im: eval_pipeline.preprocess_eval(im, size),
-               num_parallel_calls=tf.data.AUTOTUNE).batch(1024))
-    return np.concatenate(list(ds.as_numpy_iterator())).astype(np.float32) / 255.0
-
-
-def layer_features(apply_fn: Callable, images: np.ndarray, batch: int = 500) -> list[np.ndarray]:
-    """[h, g1(h), ...] for all images, computed in batches."""
-    chunks = [apply_fn(images[i:i + batch]) for i in range(0, len(images), batch)]
-    return [np.concatenate([np.asarray(c[j]) for c in chunks]) for j in range(len(chunks[0]))]
-
-
-def run_variant(variant: dict, exp: dict, vdir: Path, splits: tuple) -> dict:
-    """Pretrains (or trains supervised) one variant, then evaluates its frozen features."""
-    import jax
-    import jax.numpy as jnp
-
-    from simclr_jax import supervised, train
-    from simclr_jax.models import build_model
-
-    config = variant_config(exp["base"], variant.get("overrides", {}))
-    vdir.mkdir(parents=True, exist_ok=True)
-    (vdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-    t0 = time.time()
-    job = variant.get("job", "simclr")
-    result: dict = {}
-    if job == "supervised":
-        apply_fn, result = supervised.train_and_evaluate(config, str(vdir), splits)
-    else:
-        model = build_model(config)
-        if job == "random_init":  # reference: the untrained encoder, evaluated the same way
-            variables = model.init(jax.random.PRNGKey(config.seed), jnp.zeros(
-                (2, config.image_size, config.image_size, 3)), train=False)
-        else:
-            state = train.train_and_evaluate(config, str(vdir))
-            variables = {"params": {k: v for k, v in state.params.items() if k != "probe"},
-                         "batch_stats": state.batch_stats}
-
-        @jax.jit
-        def apply_fn(x):
-            return model.apply(variables, x, method=lambda m, x: m.head(
-                m.encoder(x, train=False), train=False))
-
-    train_split, test_split = splits
-    feats = [layer_features(apply_fn, eval_images(s.images, config.image_size))
-             for s in (train_split, test_split)]
-    if job == "supervised":  # its own classifier's accuracy, from the logits
-        result["supervised_top1"] = float(np.mean(feats[1][1].argmax(1) == test_split.labels))
-        feats = [f[:1] for f in feats]
-    layers = variant.get("layers", ("h",))
-    for layer in layers:
-        j = LAYER_NAMES.index(layer) if layer != "z" else len(feats[0]) - 1
-        if j >= len(feats[0]):
-            raise UserError(f"layer {layer!r} does not exist with proj_head_mode="
-                            f"{config.proj_head_mode!r}")
-        for name in exp.get("evaluation", "knn").split(","):
-            result[f"{name}_{layer}"] = EVALUATORS[name](
-                (feats[0][j], train_split.labels), (feats[1][j], test_split.labels))
-    result["train_seconds"] = round(time.time() - t0, 1)
-    return result
-
-
-def load_splits(exp: dict) -> tuple:
-    """(train, test) ArraySplits of the base config's dataset for evaluation."""
-    from simclr_jax.data import datasets
-
-    base = exp["base"]
-    return (datasets.load_split(base.dataset, base.train_split, base.data_dir),
-            datasets.load_split(base.dataset, base.eval_split, base.data_dir))
-
-
-def run_sweep(exp: dict, workdir: str, log: Callable[[str], None] = print) -> list[dict]:
-    """Runs every unfinished variant; returns one row per variant (finished or not)."""
-    root = Path(workdir).resolve()  # Orbax wants absolute checkpoint paths
-    splits = None
-    rows = []
-    for variant in exp["variants"]:
-        vdir = root / "variants" / variant["name"]
-        done = vdir / "results.json"
-        if done.exists() and json.loads(done.read_text()).get("status") == "ok":
-            log(f"[sweep] {variant['name']}: done, skipped")
-        else:
-            log(f"[sweep] {variant['name']}: running")
-            try:
-                if exp.get("prepare"):
-                    exp["prepare"]()
-                splits = splits or load_splits(exp)
-                result = {"status": "ok", **run_variant(variant, exp, vdir, splits)}
-            except Exception as e:  # noqa: BLE001  a failing variant must not end the sweep
-                message = str(e).splitlines()[0] if str(e) else type(e).__name__
-                result = {"status": "failed", "error": f"{type(e).__name__}: {message}"}
-                vdir.mkdir(parents=True, exist_ok=True)
-                (vdir / "error.log").write_text(traceback.format_exc())
-                log(f"[sweep] {variant['name']}: FAILED ({result['error']}); "
-                    f"traceback in {vdir / 'error.log'}; continuing")
-            done.parent.mkdir(parents=True, exist_ok=True)
-            done.write_text(json.dumps(result, indent=2))
-        rows.append({"variant": variant["name"], **variant.get("labels", {}),
-                     **json.loads(done.read_text())})
-    from simclr_jax import sweep_report
-
-    sweep_report.write_all(rows, exp, root)
-    return rows
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: --experiment, --workdir, --scale (cpu | paper)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m simclr_jax.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", required=True, help="configs/experiments/NAME.py")
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--scale", default="cpu", choices=("cpu", "paper"))
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
-        exp = load_experiment(args.experiment, args.scale)
-        rows = run_sweep(exp, args.workdir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+@report_user_errors
+def _main(argv) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {argv[1:]}")
+    cli.quiet_library_logs()
+    f = flags.FLAGS
+    rows = sweep.run_sweep(sweep.load_experiment(f.experiment, f.scale), f.workdir,
+                           cifar10_folder=f.cifar10_folder)
     failed = [r["variant"] for r in rows if r.get("status") != "ok"]
-    print(f"[sweep] {len(rows) - len(failed)}/{len(rows)} variants ok; tables in {args.workdir}"
+    print(f"[sweep] {len(rows) - len(failed)}/{len(rows)} variants ok; tables in {f.workdir}"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     if failed:
         raise SystemExit(1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    define_flags()
+    app.run(_main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

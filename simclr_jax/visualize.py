@@ -1,118 +1,24 @@
-"""Pictures of the training augmentation (the paper's Figure 4 idea): for N images, the
-original and several pairs of augmented views, made by exactly the code that makes training
-views (the host pipeline of data/pipeline.py, then the train step's augment_views).
+"""Pictures of the training augmentation: for N images, the original and pairs of augmented
+views made by exactly the training code (research/grid.py).
 
     python -m simclr_jax.visualize --out=grid.png        # scikit-image photos, ImageNet recipe
     python -m simclr_jax.visualize --config=configs/cifar10.py \\
         --config.dataset=folder:/data/cifar10 --out=cifar.png --num_images=6
-
-Row i: image i whole (shrunk to fit its tile), then `num_pairs` pairs (view 1, view 2). Pair k
-uses step k's device keys and stream positions k * N + i, as training would at that step.
 """
 
 import os
 
-import numpy as np
 from absl import app, flags
 
-from simclr_jax import cli, visualize_config
+from simclr_jax import cli, config
 from simclr_jax.errors import UserError, report_user_errors
-
-FLAGS = flags.FLAGS
-GAP = 4  # white pixels between tiles
-BACKGROUND = 255
-
-
-def grid_size(num_images: int, num_pairs: int, tile: int) -> tuple[int, int]:
-    """(height, width) of the grid PNG."""
-    cols = 1 + 2 * num_pairs
-    return num_images * tile + (num_images + 1) * GAP, cols * tile + (cols + 1) * GAP
-
-
-def _fit(image: np.ndarray, tile: int) -> np.ndarray:
-    """image resized so its longer side is `tile`, centred on a white tile x tile square
-    (enlarged with nearest neighbours, so the pixels of small views stay visible)."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    scale = tile / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    pil = Image.fromarray(image).resize(
-        size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
-    out = np.full((tile, tile, 3), BACKGROUND, np.uint8)
-    top, left = (tile - size[1]) // 2, (tile - size[0]) // 2
-    out[top:top + size[1], left:left + size[0]] = np.asarray(pil)
-    return out
-
-
-def augmentation_grid(config, num_images: int, num_pairs: int, tile: int) -> np.ndarray:
-    """The grid as uint8 (H, W, 3): originals and view pairs of the first num_images images."""
-    import jax
-    import tensorflow as tf
-
-    from simclr_jax import train
-    from simclr_jax.config import validate
-    from simclr_jax.data import datasets, host_augment, pipeline, sources
-
-    validate(config)
-    datasets.hide_accelerators_from_tf()
-    source = sources.open_source(config, config.train_split)
-    if source.stream is not None:
-        raise UserError(f"visualize reads random-access datasets; {source.name} is streamed "
-                        f"(set config.data_mode='memory' or use a folder)")
-    n = min(num_images, len(source))
-    images, _ = source.fetch(np.arange(n))
-    read, views = pipeline.load(source), pipeline.host_views(config)
-    labels = np.zeros(n, np.int32)
-    originals = [host_augment.decode(read(x, 0)[0]) if source.images is None
-                 else tf.constant(x) for x in images]
-    grid = np.full((*grid_size(n, num_pairs, tile), 3), BACKGROUND, np.uint8)
-
-    def place(row: int, col: int, tile_image: np.ndarray) -> None:
-        top, left = GAP + row * (tile + GAP), GAP + col * (tile + GAP)
-        grid[top:top + tile, left:left + tile] = tile_image
-
-    for i, original in enumerate(originals):
-        place(i, 0, _fit(np.asarray(original), tile))
-    augment = jax.jit(lambda step, batch: train.augment_views(config, step, batch))
-    for k in range(num_pairs):
-        host = [views(read(x, 0)[0], tf.constant(k * len(source) + i, tf.int64))
-                for i, x in enumerate(images)]
-        batch = {key: np.stack([np.asarray(h[key]) for h in host]) for key in host[0]}
-        batch["label"] = labels
-        x = np.asarray(augment(k, batch))  # (2n, S, S, 3) in [0, 1], views interleaved
-        x = np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
-        for i in range(n):
-            for v in range(2):
-                place(i, 1 + 2 * k + v, _fit(x[2 * i + v], tile))
-    return grid
-
-
-def write_grid(config, out: str, num_images: int = 4, num_pairs: int = 3, tile: int = 0) -> str:
-    """Writes the grid PNG to `out`; returns the path."""
-    from PIL import Image
-
-    tile = tile or max(config.image_size, 96)
-    grid = augmentation_grid(config, num_images, num_pairs, tile)
-    if os.path.dirname(out):
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-    Image.fromarray(grid).save(out, optimize=True)
-    return out
-
-
-@report_user_errors
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cli.quiet_library_logs()
-    path = write_grid(FLAGS.config, FLAGS.out, FLAGS.num_images, FLAGS.num_pairs, FLAGS.tile)
-    print(f"wrote {path}")
+from simclr_jax.research import grid
 
 
 def define_flags() -> None:
     """The command's flags; defined only when it runs, so importing this module (tests, other
     jobs) adds no flags."""
-    cli.define_config_flag(os.path.abspath(visualize_config.__file__),
+    cli.define_config_flag(f"{os.path.abspath(config.__file__)}:visualize",
                            "Config file (configs/*.py); default: ImageNet augmentation on "
                            "scikit-image's sample photos.")
     flags.DEFINE_string("out", "augmentations.png", "PNG file to write.")
@@ -122,11 +28,21 @@ def define_flags() -> None:
                          lower_bound=0)
 
 
-def run() -> None:
+@report_user_errors
+def _main(argv) -> None:
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments: {argv[1:]}")
+    cli.quiet_library_logs()
+    f = flags.FLAGS
+    path = grid.write_grid(f.config, f.out, f.num_images, f.num_pairs, f.tile)
+    print(f"wrote {path}")
+
+
+def main() -> None:
     """Console-script entry point."""
     define_flags()
-    app.run(main, flags_parser=cli.parse_flags)
+    app.run(_main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":
-    run()
+    main()

@@ -13,9 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from simclr_jax import checkpointing, train
+from simclr_jax.core import checkpointing, train
 from simclr_jax.errors import UserError
-from tests.helpers import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FLAGS = ["--config.image_size=8", "--config.width_multiplier=0.125",
@@ -38,8 +37,8 @@ def run_cli(workdir, *flags, devices=1, tfds_dir, **popen):
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_default_job_writes_checkpoints_and_metrics(tmp_path, tfds_dir):
-    train.train_and_evaluate(tiny_config(tfds_dir), str(tmp_path))
+def test_default_job_writes_checkpoints_and_metrics(tmp_path, tfds_dir, tiny_config):
+    train.train_and_evaluate(tiny_config(), str(tmp_path))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     logged = [r for r in rows if "loss" in r]
@@ -49,7 +48,7 @@ def test_default_job_writes_checkpoints_and_metrics(tmp_path, tfds_dir):
         assert key in logged[-1]
     assert list(tmp_path.glob("events.out.tfevents.*"))
     # Rerunning a finished run restores the final step and trains no further.
-    train.train_and_evaluate(tiny_config(tfds_dir), str(tmp_path))
+    train.train_and_evaluate(tiny_config(), str(tmp_path))
     assert len([json.loads(line) for line in open(tmp_path / "metrics.jsonl")]) == len(rows)
 
 
@@ -117,9 +116,9 @@ def test_sigterm_and_kill_9_then_rerun_match_uninterrupted(tmp_path, tfds_dir):
         assert final_params_diff(tmp_path / "a", run) <= 1e-6, run
 
 
-def test_nan_stops_names_step_and_keeps_last_good_checkpoint(tmp_path, tfds_dir):
-    train.train_and_evaluate(tiny_config(tfds_dir, num_train_steps=2), str(tmp_path))
-    blowup = tiny_config(tfds_dir, num_train_steps=4, learning_rate=1e30, warmup_epochs=0.0,
+def test_nan_stops_names_step_and_keeps_last_good_checkpoint(tmp_path, tfds_dir, tiny_config):
+    train.train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path))
+    blowup = tiny_config(num_train_steps=4, learning_rate=1e30, warmup_epochs=0.0,
                          checkpoint_every_steps=1)
     with pytest.raises(UserError, match=r"became .* at step (\d+); .*checkpoint \(step (\d+)\)"
                        ) as error:
@@ -130,7 +129,7 @@ def test_nan_stops_names_step_and_keeps_last_good_checkpoint(tmp_path, tfds_dir)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
     assert steps[-1] == kept and bad not in steps
     # The kept checkpoint still resumes with a sane learning rate.
-    train.train_and_evaluate(tiny_config(tfds_dir, num_train_steps=3), str(tmp_path))
+    train.train_and_evaluate(tiny_config(num_train_steps=3), str(tmp_path))
 
 
 @pytest.mark.parametrize("flags,devices,message", [

@@ -26,7 +26,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from simclr_jax.data import host_augment
+from simclr_jax.augment import tf_image
 from simclr_jax.errors import UserError
 
 PREFIX = "folder:"
@@ -154,7 +154,7 @@ def _undecodable(paths: list[str], process_index: int, process_count: int) -> li
     and the results are gathered, so every process gets the same list."""
     ids = np.arange(len(paths))[process_index::process_count]
     ds = tf.data.Dataset.from_tensor_slices((np.array(paths, dtype=object)[ids], ids))
-    ds = ds.map(lambda p, i: (tf.size(host_augment.decode(tf.io.read_file(p))), i),
+    ds = ds.map(lambda p, i: (tf.size(tf_image.decode(tf.io.read_file(p))), i),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     ds = ds.ignore_errors()
     bad = np.zeros(len(paths), bool)
@@ -244,47 +244,12 @@ def open_split(root: str, spec: str, *, labels: str = "auto", skip_corrupt: bool
                        classes=classes if labelled else ())
 
 
-def load_in_memory(root: str, spec: str, *, labels: str = "auto", skip_corrupt: bool = False,
-                   cache_dir: str | None = None, side: int = 256):
-    """Split `spec` of an image folder decoded into memory, as the evaluation jobs read TFDS
-    splits (a datasets.ArraySplit).
-
-    A folder of equally sized images (such as CIFAR-10's) is kept pixel for pixel. Otherwise each
-    image is resized (bicubic, aspect kept) to `side` on its shorter side and centre-cropped to
-    side x side: with the eval's 0.875 centre crop, that is the standard resize-256-crop-224.
-    """
-    from simclr_jax.data.datasets import ArraySplit  # datasets dispatches folders here
-
-    found = open_split(root, spec, labels=labels, skip_corrupt=skip_corrupt,
-                       cache_dir=cache_dir)
-
-    def decode_all(square: bool) -> list[np.ndarray]:
-        def one(path):
-            image = host_augment.decode(tf.io.read_file(path))
-            return host_augment.square(image, side) if square else image
-
-        ds = tf.data.Dataset.from_tensor_slices(list(found.files))
-        return list(ds.map(one, num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator())
-
-    try:
-        images = decode_all(square=False)
-        if len({im.shape for im in images}) > 1:
-            images = decode_all(square=True)  # decoding again in parallel beats eager resizes
-    except tf.errors.OpError:
-        bad = first_unreadable(found.files)
-        where = f"{bad[0]} ({bad[1]})" if bad else f"in {root}"
-        raise UserError(f"cannot read image {where}: evaluation reads every image of split "
-                        f"{spec!r}; remove or replace that file") from None
-    return ArraySplit(images=np.stack(images), labels=found.labels,
-                      num_classes=len(found.classes))
-
-
 def first_unreadable(paths) -> tuple[str, str] | None:
     """(path, reason) of the first file in `paths` TF cannot read and decode, else None."""
     for p in paths:
         p = p.decode() if isinstance(p, bytes) else str(p)
         try:
-            host_augment.decode(tf.io.read_file(p))
+            tf_image.decode(tf.io.read_file(p))
         except (tf.errors.OpError, ValueError) as e:
             reason = getattr(e, "message", str(e)).strip().splitlines()[-1]
             return p, reason

@@ -23,9 +23,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from simclr_jax.data import datasets, folders, streaming
+from simclr_jax.data import builders, folders, streaming
 from simclr_jax.errors import UserError
 
+DATA_MODES = ("auto", "memory", "stream")  # config.data_mode
 IN_MEMORY_MAX_BYTES = 4 << 30  # decoded size up to which a TFDS split is held in memory
 SKIMAGE = "skimage_photos"
 # scikit-image's bundled photographs (in the wheel, no download); camera is grey, logo RGBA.
@@ -91,7 +92,7 @@ def _check_split(builder: tfds.core.DatasetBuilder, name: str, split: str) -> in
 
 def _tfds_source(config, split, process_index, process_count, for_eval) -> Source:
     name = config.dataset
-    builder = datasets.get_builder(name, config.data_dir)
+    builder = builders.get_builder(name, config.data_dir)
     num_examples = _check_split(builder, name, split)
     if num_examples == 0:
         raise UserError(f"split {split!r} of dataset {name!r} is empty")

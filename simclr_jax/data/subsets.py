@@ -8,8 +8,8 @@ import dataclasses
 
 import numpy as np
 
-from simclr_jax.data import datasets
-from simclr_jax.data.datasets import ArraySplit
+from simclr_jax.data import splits
+from simclr_jax.data.splits import ArraySplit
 from simclr_jax.errors import UserError
 
 IMAGENET_SUBSETS = {0.01: "imagenet2012_subset/1pct", 0.1: "imagenet2012_subset/10pct"}
@@ -46,8 +46,8 @@ def load_train_split(dataset: str, split: str, data_dir: str | None, fraction: f
                      seed: int) -> ArraySplit:
     """The training split at `fraction` of its labels (the whole split when fraction is 1)."""
     if dataset == "imagenet2012" and fraction in IMAGENET_SUBSETS and split == "train":
-        return datasets.load_split(IMAGENET_SUBSETS[fraction], "train", data_dir)
-    full = datasets.load_split(dataset, split, data_dir)
+        return splits.load_split(IMAGENET_SUBSETS[fraction], "train", data_dir)
+    full = splits.load_split(dataset, split, data_dir)
     if fraction == 1:
         return full
     if full.labels is None:

@@ -1,0 +1,76 @@
+"""Colour distortion in jnp (device side): jitter in a random order, and greyscale.
+
+Runs inside the jitted train step on [0, 1] float images; the TF twin for augment_on='host' is
+augment/host.py. Conventions follow tf.image so both placements draw the same distortions.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# tf.image.rgb_to_grayscale's weights. numpy, not jnp: a module-level jnp array would start the
+# XLA backend at import, before jax.distributed.initialize may run.
+GREY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
+
+def to_grayscale(x: jnp.ndarray) -> jnp.ndarray:
+    """RGB -> grey, kept as 3 channels."""
+    return jnp.broadcast_to(jnp.sum(x * GREY_WEIGHTS, axis=-1, keepdims=True), x.shape)
+
+def rgb_to_hsv(rgb: jnp.ndarray) -> jnp.ndarray:
+    """Same convention as tf.image.rgb_to_hsv: h, s, v all in [0, 1]."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v = jnp.max(rgb, axis=-1)
+    c = v - jnp.min(rgb, axis=-1)
+    safe_c = jnp.where(c > 0, c, 1.0)
+    s = jnp.where(v > 0, c / jnp.where(v > 0, v, 1.0), 0.0)
+    h = jnp.where(v == r, (g - b) / safe_c,
+                  jnp.where(v == g, 2.0 + (b - r) / safe_c, 4.0 + (r - g) / safe_c))
+    h = jnp.where(c > 0, (h / 6.0) % 1.0, 0.0)
+    return jnp.stack([h, s, v], axis=-1)
+
+def hsv_to_rgb(hsv: jnp.ndarray) -> jnp.ndarray:
+    """Inverse of rgb_to_hsv."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    k = (jnp.array([5.0, 3.0, 1.0]) + h[..., None] * 6.0) % 6.0
+    f = jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
+    return v[..., None] - v[..., None] * s[..., None] * f
+
+def adjust_brightness(x, factor):
+    """SimCLRv2 brightness: multiplicative."""
+    return x * factor
+
+def adjust_contrast(x, factor):
+    """tf.image.adjust_contrast: scale each channel's deviation from its spatial mean."""
+    mean = jnp.mean(x, axis=(0, 1), keepdims=True)
+    return (x - mean) * factor + mean
+
+def adjust_saturation(x, factor):
+    """tf.image.adjust_saturation: scale S in HSV."""
+    hsv = rgb_to_hsv(x)
+    return hsv_to_rgb(hsv.at[..., 1].set(jnp.clip(hsv[..., 1] * factor, 0.0, 1.0)))
+
+def adjust_hue(x, delta):
+    """tf.image.adjust_hue: rotate H in HSV by delta (fraction of a turn)."""
+    hsv = rgb_to_hsv(x)
+    return hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + delta) % 1.0))
+
+def color_jitter(key: jax.Array, x: jnp.ndarray, strength: float) -> jnp.ndarray:
+    """Brightness, contrast, saturation (0.8 s) and hue (0.2 s) in a random order.
+
+    Clipped to [0, 1] after each op, as in the official code.
+    """
+    b, c, s, h = 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength
+    k_order, k_b, k_c, k_s, k_h = jax.random.split(key, 5)
+    ops = [
+        lambda y: adjust_brightness(y, jax.random.uniform(k_b, (), minval=max(0.0, 1 - b),
+                                                          maxval=1 + b)),
+        lambda y: adjust_contrast(y, jax.random.uniform(k_c, (), minval=max(0.0, 1 - c),
+                                                        maxval=1 + c)),
+        lambda y: adjust_saturation(y, jax.random.uniform(k_s, (), minval=max(0.0, 1 - s),
+                                                          maxval=1 + s)),
+        lambda y: adjust_hue(y, jax.random.uniform(k_h, (), minval=-h, maxval=h)),
+    ]
+    order = jax.random.permutation(k_order, 4)
+    for slot in range(4):
+        x = jnp.clip(jax.lax.switch(order[slot], ops, x), 0.0, 1.0)
+    return x

@@ -1,0 +1,251 @@
+"""SimCLR pretraining: state creation, the sharded train step and the training loop."""
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import periodic_actions
+from etils import epath
+
+from simclr_jax.augment import views
+from simclr_jax.config import validate
+from simclr_jax.core import checkpointing, losses, metric_io, optim, parallel
+from simclr_jax.core.preemption import PreemptionWatcher
+from simclr_jax.data import builders, pretrain_input, sources
+from simclr_jax.data.splits import ArraySplit
+from simclr_jax.errors import UserError
+from simclr_jax.models import build_model
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a checkpoint holds besides the config."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
+                       image_size: int) -> TrainState:
+    """Fresh parameters, BN statistics and optimiser state."""
+    variables = model.init(rng, jnp.zeros((2, image_size, image_size, 3)), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables["batch_stats"], opt_state=tx.init(params))
+
+
+def init_state_on_mesh(model, tx, config, mesh) -> TrainState:
+    """create_train_state, jitted so the state is born replicated on the mesh."""
+    init = jax.jit(partial(create_train_state, model, tx, image_size=config.image_size),
+                   out_shardings=parallel.replicated(mesh))
+    return init(jax.random.PRNGKey(config.seed))
+
+
+def loss_and_grads(params, batch_stats, x: jnp.ndarray, labels: jnp.ndarray, *, model,
+                   config: ml_collections.ConfigDict, mesh):
+    """Gradients of NT-Xent (+ probe loss) for interleaved views x (2B, H, W, 3).
+
+    Returns (grads, metrics, updated batch_stats).
+    """
+
+    def loss_fn(params):
+        (z, _, logits), updates = model.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=True,
+            mutable=["batch_stats"])
+        z = z.reshape((-1, 2, z.shape[-1]))
+        loss, metrics = losses.contrastive_loss(
+            z[:, 0], z[:, 1], config.temperature, mesh=mesh,
+            normalize=config.get("normalize_embeddings", True),
+            loss=config.get("loss", "nt_xent"), margin=config.get("loss_margin", 0.5))
+        total = loss
+        if logits is not None:
+            probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            # The probe reads stop_gradient(h): this term trains the probe alone.
+            total = total + probe_loss
+            metrics["probe_loss"] = probe_loss
+            metrics["probe_acc"] = jnp.mean(jnp.argmax(logits, -1) == labels)
+        metrics["loss"] = loss
+        return total, (metrics, updates["batch_stats"])
+
+    grads, (metrics, new_batch_stats) = jax.grad(loss_fn, has_aux=True)(params)
+    return grads, metrics, new_batch_stats
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, schedule,
+               config: ml_collections.ConfigDict, mesh) -> tuple[TrainState, dict]:
+    """One SimCLR step over the global batch (jit it with the batch sharded over `mesh`)."""
+    x = views.augment_views(config, state.step, batch)
+    labels = jnp.repeat(batch["label"], 2)
+    grads, metrics, batch_stats = loss_and_grads(state.params, state.batch_stats, x, labels,
+                                                 model=model, config=config, mesh=mesh)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["learning_rate"] = schedule(state.step)
+    metrics["weight_decay_term"] = optim.weight_decay_term(state.params, config.weight_decay)
+    # One cheap reduction, so a step that blows up the weights is never checkpointed.
+    metrics["params_finite"] = jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(params)]))
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+
+def make_train_step(model, tx, schedule, config, mesh) -> Callable:
+    """The jitted step: state replicated and donated, batch sharded over the data axis."""
+    step = partial(train_step, model=model, tx=tx, schedule=schedule, config=config, mesh=mesh)
+    return jax.jit(step, donate_argnums=0,
+                   out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
+
+
+def check_finite(history: list[tuple[int, dict]], mngr, workdir: str) -> None:
+    """Stops the run at the first step whose loss or updated weights are NaN/inf.
+
+    Runs before any checkpoint of those steps is saved, so the checkpoints on disk stay good.
+    """
+    for step, metrics in history:
+        loss = float(metrics["loss"])
+        what = (f"loss became {loss}" if not math.isfinite(loss) else
+                "the weights became NaN/inf" if not metrics["params_finite"] else None)
+        if what:
+            last = mngr.latest_step()
+            kept = (f"the last good checkpoint (step {last}) is kept in "
+                    f"{checkpointing.checkpoint_dir(workdir)}" if last is not None
+                    else "no checkpoint had been written yet")
+            raise UserError(
+                f"{what} at step {step}; training stopped and {kept}. Lower "
+                f"config.learning_rate, raise config.temperature, or use config.dtype=float32")
+
+
+def summarize(history: list[tuple[int, dict]]) -> dict[str, float]:
+    """Mean of each metric over the steps since the last log."""
+    keys = [k for k in history[0][1] if k != "params_finite"]
+    return {k: float(np.mean([float(m[k]) for _, m in history])) for k in keys}
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+    """The pieces of a pretraining run that follow from its config (no state, no I/O)."""
+
+    split: sources.Source
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    steps_per_epoch: int
+    num_steps: int
+
+
+def build_training(config: ml_collections.ConfigDict, mesh) -> Training:
+    """Validates `config` for `mesh` and opens this process's share of the train split."""
+    validate(config)
+    parallel.check_global_batch(config.batch_size, mesh)
+    builders.hide_accelerators_from_tf()
+    # Process 0 first: the first use of an embedded dataset prepares it in data_dir, and
+    # several processes preparing the same directory at once collide.
+    split = parallel.process_0_first(lambda: sources.open_source(
+        config, config.train_split, process_index=jax.process_index(),
+        process_count=jax.process_count()))
+    if config.batch_size > len(split):
+        raise UserError(f"config.batch_size={config.batch_size} is larger than the "
+                        f"{len(split)} examples of {config.dataset}:{config.train_split}")
+    steps_per_epoch, num_steps = optim.total_steps(config, len(split))
+    num_classes = split.num_classes if config.online_probe else 0
+    model = build_model(config, num_classes=num_classes)
+    schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
+    tx = optim.build_optimizer(config, schedule)
+    return Training(split=split, model=model, tx=tx, schedule=schedule,
+                    steps_per_epoch=steps_per_epoch, num_steps=num_steps)
+
+
+def input_batches(split: sources.Source | ArraySplit, config: ml_collections.ConfigDict,
+                  start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    """This process's rows of every global batch from `start_step` on (host numpy)."""
+    return pretrain_input.pretrain_batches(
+        split, config, start_step=start_step, process_index=jax.process_index(),
+        process_count=jax.process_count())
+
+
+# (config, train split, mesh) -> fn(state) -> extra metrics for the log rows (the kNN monitor,
+# evals/knn.py: a higher layer, so the pretrain command passes it in).
+MonitorFactory = Callable[[ml_collections.ConfigDict, sources.Source, Any],
+                          Callable[[TrainState], dict[str, float]]]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       monitor: MonitorFactory | None = None) -> TrainState:
+    """Pretrains per `config`, resuming from the newest checkpoint in `workdir` if any.
+
+    With config.knn_every_steps > 0, `monitor(config, split, mesh)(state)` adds its metrics
+    to the log rows of every knn_every_steps-th step (the pretrain job passes evals.knn.Monitor).
+    """
+    mesh = parallel.make_mesh()
+    parts = build_training(config, mesh)
+    split, model, tx, schedule = parts.split, parts.model, parts.tx, parts.schedule
+    num_steps = parts.num_steps
+
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    mngr = checkpointing.checkpoint_manager(workdir, keep=config.keep_checkpoints)
+    state = init_state_on_mesh(model, tx, config, mesh)
+    start = mngr.latest_step()
+    if start is not None:
+        state = checkpointing.restore(mngr, start, state)
+        logging.info("Resumed from checkpoint step %d in %s", start, workdir)
+    start = int(start or 0)
+
+    writer = metric_io.create_writer(workdir)
+    if start == 0:
+        writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
+    step_fn = make_train_step(model, tx, schedule, config, mesh)
+    knn_monitor = None
+    if config.get("knn_every_steps", 0):
+        if monitor is None:
+            raise ValueError("config.knn_every_steps > 0 needs monitor= (evals.knn.Monitor)")
+        knn_monitor = monitor(config, split, mesh)
+    data = input_batches(split, config, start)
+    progress = (periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+                if jax.process_index() == 0 else lambda step: None)
+    history: list[tuple[int, dict]] = []
+    t0, images = time.time(), 0
+    preempted = PreemptionWatcher()
+    try:
+        batches = parallel.compile_then_meet(
+            step_fn, state, parallel.prefetch_to_mesh(data, mesh, drop=("position",)))
+        for step, batch in zip(range(start + 1, num_steps + 1), batches, strict=False):
+            state, metrics = step_fn(state, batch)
+            history.append((step, metrics))
+            images += config.batch_size
+            progress(step)
+            # A preemption notice (SIGTERM) makes this step the last one: save it and return.
+            stop = preempted(step)
+            save_now = stop or step % config.checkpoint_every_steps == 0 or step == num_steps
+            if step % config.log_every_steps == 0 or save_now:
+                history = jax.device_get(history)
+                check_finite(history, mngr, workdir)
+                summary = summarize(history)
+                summary["images_per_sec"] = images / (time.time() - t0)
+                if knn_monitor is not None and step % config.knn_every_steps == 0:
+                    summary.update(knn_monitor(state))
+                writer.write_scalars(step, summary)
+                history, t0, images = [], time.time(), 0
+            if save_now:
+                checkpointing.save(mngr, step, state, config)
+            if stop:
+                logging.warning("Preempted (SIGTERM): saved step %d of %d; rerun the same "
+                                "command to resume.", step, num_steps)
+                break
+    finally:
+        preempted.close()
+        mngr.wait_until_finished()
+        writer.flush()
+    mngr.close()
+    return state

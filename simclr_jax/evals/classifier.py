@@ -1,0 +1,198 @@
+"""The classifier the linear-eval and fine-tune jobs train on a pretrained encoder.
+
+Encoder f (trainable after `fine_tune_after_block`, or frozen with BN in inference mode),
+optionally head layers 1..ft_proj_selector of g, then a linear layer; trained on the global batch
+with cross-replica BN, as in pretraining. Linear evaluation is this training with the whole
+encoder frozen (fine_tune_after_block=4, as in the official code).
+"""
+
+import re
+import time
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from simclr_jax.core import optim, parallel
+from simclr_jax.core.train import TrainState
+from simclr_jax.data import eval_input
+from simclr_jax.data.splits import ArraySplit
+from simclr_jax.errors import UserError
+from simclr_jax.evals import jobs
+from simclr_jax.evals.pretrained import Pretrained
+from simclr_jax.models import ProjectionHead, ResNet
+
+
+class Classifier(nn.Module):
+    """Encoder f, optionally head layers 1..proj_selector of g, then a linear classifier.
+
+    x: uint8 images (scaled to [0, 1] here, as in pretraining) or, with encoder=None, features.
+    With `frozen_encoder` the encoder runs with BN in inference mode under stop_gradient.
+    """
+
+    encoder: ResNet | None
+    head: ProjectionHead | None
+    num_classes: int
+    proj_selector: int = 0
+    frozen_encoder: bool = False
+    zero_init: bool = True
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+        h = x
+        if self.encoder is not None:
+            h = self.encoder(x.astype(jnp.float32) / 255.0,
+                             train=train and not self.frozen_encoder)
+        if self.frozen_encoder:
+            h = jax.lax.stop_gradient(h)
+        feats = self.head(h, train=train)[self.proj_selector] if self.proj_selector else h
+        init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
+        return nn.Dense(self.num_classes, kernel_init=init, dtype=jnp.float32,
+                        name="classifier")(feats.astype(jnp.float32))
+
+
+def _head_layer(name: str) -> int:
+    """1-based layer index of a head submodule name (nl_0_dense -> 1, linear_bn -> 1)."""
+    m = re.match(r"nl_(\d+)_", name)
+    return int(m.group(1)) + 1 if m else 1
+
+
+def _encoder_trainable(name: str, after_block: int) -> bool:
+    """Official fine_tune_after_block: -1 all; 0 all but the stem; k: block groups > k."""
+    if after_block < 0:
+        return True
+    if name.startswith("stem"):
+        return False
+    m = re.match(r"block(\d+)_", name)
+    return m is not None and int(m.group(1)) > after_block
+
+
+def trainable_mask(params, fine_tune_after_block: int, proj_selector: int):
+    """True for the parameters fine-tuning updates; the others stay bitwise as restored."""
+
+    def trainable(path, _):
+        names = [getattr(k, "key", str(k)) for k in path]
+        if names[0] == "encoder":
+            return _encoder_trainable(names[1], fine_tune_after_block)
+        if names[0] == "head":
+            return _head_layer(names[1]) <= proj_selector
+        return True
+
+    return jax.tree_util.tree_map_with_path(trainable, params)
+
+
+def build_tx(config: ml_collections.ConfigDict, schedule: optax.Schedule, mask
+             ) -> optax.GradientTransformation:
+    """The configured optimiser on trainable parameters; frozen ones get exactly zero updates."""
+    labels = jax.tree_util.tree_map(lambda t: "train" if t else "frozen", mask)
+    return optax.multi_transform({"train": optim.build_optimizer(config, schedule),
+                                  "frozen": optax.set_to_zero()}, labels)
+
+
+def train_step(state: TrainState, batch: dict, *, model: Classifier, tx, schedule):
+    """One supervised step over the global batch (cross-replica BN, as in pretraining)."""
+
+    def loss_fn(params):
+        logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                      batch["image"], train=True, mutable=["batch_stats"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+        return loss, (logits, updates.get("batch_stats", {}))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    metrics = {"train_loss": loss, "learning_rate": schedule(state.step),
+               "train_top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         batch_stats=batch_stats, opt_state=opt_state), metrics
+
+
+def build_classifier(pre: Pretrained, config: ml_collections.ConfigDict, num_classes: int,
+                     mesh) -> tuple[Classifier, dict]:
+    """The classifier model and its variables: pretrained encoder/head, fresh linear layer."""
+    selector = config.ft_proj_selector
+    layers = 0 if pre.head is None or pre.config.proj_head_mode == "none" else (
+        1 if pre.config.proj_head_mode == "linear" else pre.config.num_proj_layers)
+    if selector > layers:
+        raise UserError(f"config.ft_proj_selector={selector} but the pretrained head has "
+                        f"{layers} layer(s) (proj_head_mode={pre.config.proj_head_mode!r})")
+    model = Classifier(pre.module, pre.head if selector else None, num_classes, selector,
+                       frozen_encoder=config.fine_tune_after_block >= 4,
+                       zero_init=config.zero_init_classifier)
+    x = jnp.zeros((1, config.image_size, config.image_size, 3))
+    init = jax.jit(lambda k: model.init(k, x, train=False),
+                   out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+    variables = {c: dict(init[c]) for c in ("params", "batch_stats")}
+    for c in variables:
+        variables[c]["encoder"] = pre.variables[c]
+        if selector:
+            variables[c]["head"] = pre.head_variables[c]
+    return model, variables
+
+
+def train_classifier(pre: Pretrained, config: ml_collections.ConfigDict, train: ArraySplit,
+                     mesh, writer) -> tuple[Classifier, TrainState]:
+    """Trains the classifier (and the unfrozen encoder) on `train`; returns the model and state."""
+    model, variables = build_classifier(pre, config, train.num_classes, mesh)
+    steps_per_epoch, num_steps = optim.total_steps(config, len(train))
+    schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
+    mask = trainable_mask(variables["params"], config.fine_tune_after_block,
+                          config.ft_proj_selector)
+    tx = build_tx(config, schedule, mask)
+    state = jax.jit(lambda v: TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+                                         batch_stats=v["batch_stats"],
+                                         opt_state=tx.init(v["params"])),
+                    out_shardings=parallel.replicated(mesh))(variables)
+    step_fn = jax.jit(partial(train_step, model=model, tx=tx, schedule=schedule),
+                      out_shardings=parallel.replicated(mesh))
+    data = eval_input.train_dataset(
+        train, seed=config.seed, global_batch=config.batch_size, image_size=config.image_size,
+        crop_area_min=config.crop_area_min, augment=config.train_augment,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    batches = parallel.prefetch_to_mesh(data.as_numpy_iterator(), mesh)
+    state = run_steps(zip(range(1, num_steps + 1), batches, strict=False), state, step_fn,
+                      config, pre.step, writer)
+    return model, state
+
+
+def run_steps(steps, state, step_fn, config, checkpoint_step: int, writer):
+    """Runs step_fn over (step, batch) pairs, logging means every log_every_steps."""
+    history, t0 = [], time.time()
+    step = 0
+    for step, batch in steps:
+        state, metrics = step_fn(state, batch)
+        history.append(metrics)
+        if step % config.log_every_steps == 0:
+            write_means(writer, step, jax.device_get(history), checkpoint_step, t0)
+            history, t0 = [], time.time()
+    if history:
+        write_means(writer, step, jax.device_get(history), checkpoint_step, t0)
+    return state
+
+
+def write_means(writer, step: int, history: list[dict], checkpoint_step: int, t0: float):
+    """One metrics row: the mean of each metric since the last row, tagged with the checkpoint."""
+    row = {k: sum(float(m[k]) for m in history) / len(history) for k in history[0]}
+    row["checkpoint_step"] = checkpoint_step
+    row["steps_per_sec"] = len(history) / max(time.time() - t0, 1e-9)
+    writer.write_scalars(step, row)  # clu's default writer also logs it to the console
+
+
+def eval_classifier(model: Classifier, state: TrainState, config, test: ArraySplit, mesh
+                    ) -> dict:
+    """Exact top-1 / top-5 / loss of the trained classifier on `test` (eval preprocessing)."""
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+    def batches():
+        for b in eval_input.eval_batches(test, global_batch=config.eval_batch_size,
+                                         image_size=config.image_size,
+                                         process_index=jax.process_index(),
+                                         process_count=jax.process_count()):
+            g = parallel.global_batch(mesh, b)
+            yield apply(variables, g["image"]), g["label"], g["mask"]
+
+    return jobs.topk_metrics(batches())

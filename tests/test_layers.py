@@ -1,0 +1,129 @@
+"""The package's layers: what may import what, read from the source (every import statement,
+also those inside functions, so a deferred import cannot hide a circle).
+
+    commands (pretrain, linear_eval, finetune, knn, sweep, visualize) and cli: anything
+    research/  -> evals, core, data, augment, models + base
+    evals/     -> core, data, augment, models + base
+    core/      -> data, augment, models + base
+    data/      -> augment + base
+    augment/   -> base          models/ -> base
+    base: errors, config, eval_config (the config modules name the choices the layers own)
+"""
+
+import ast
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "simclr_jax"
+COMMANDS = {"pretrain", "linear_eval", "finetune", "knn", "sweep", "visualize", "downstream"}
+BASE = {"errors", "config", "eval_config"}
+ALLOWED = {  # layer -> the layers it may import (besides itself and BASE)
+    "models": set(),
+    "augment": set(),
+    "data": {"augment"},
+    "core": {"data", "augment", "models"},
+    "evals": {"core", "data", "augment", "models"},
+    "research": {"evals", "core", "data", "augment", "models"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module of the project (simclr_jax.*, configs.*) that `path` imports."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            # `from simclr_jax.core import train` imports the module simclr_jax.core.train
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {m for m in out if m in modules or m.split(".")[0] == "configs"}
+
+
+GRAPH = {module_name(p): imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def layer(module: str) -> str:
+    """'core', 'data', ... for subpackage modules; the module's own name at the top level."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else "package"
+
+
+def test_the_graph_sees_the_package():
+    assert len(GRAPH) > 40
+    assert "simclr_jax.core.losses" in GRAPH["simclr_jax.core.train"]
+
+
+def test_no_import_circles():
+    """Depth-first search for a cycle among the package's modules."""
+    done, stack = set(), []
+
+    def visit(m: str) -> None:
+        if m in stack:
+            cycle = stack[stack.index(m):] + [m]
+            pytest.fail("import circle: " + " -> ".join(cycle))
+        if m in done:
+            return
+        stack.append(m)
+        for dep in sorted(GRAPH.get(m, ())):
+            if dep.startswith("simclr_jax") and dep != m and not m.startswith(dep + "."):
+                visit(dep)
+        stack.pop()
+        done.add(m)
+
+    for module in sorted(GRAPH):
+        visit(module)
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_layers_import_only_lower_layers(module):
+    deps = GRAPH[module]
+    assert not any(d.split(".")[0] == "configs" for d in deps), (
+        f"{module} imports configs/: library code must not depend on the config files")
+    own = layer(module)
+    if own not in ALLOWED:  # commands, cli and the base modules
+        if module.split(".")[-1] in BASE:
+            assert not [d for d in deps if d.split(".")[-1] in COMMANDS | {"cli"}], module
+        return
+    for dep in deps:
+        dep_layer = layer(dep)
+        if dep_layer == own or dep == "simclr_jax":
+            continue
+        name = dep.split(".")[1] if "." in dep else dep
+        assert dep_layer in ALLOWED[own] or (dep_layer == "package" and name in BASE), (
+            f"{module} ({own}/) imports {dep}: {own}/ may import only "
+            f"{sorted(ALLOWED[own]) or 'nothing else'} and {sorted(BASE)}")
+
+
+def test_importing_every_module_starts_no_xla_backend():
+    """Commands import their libraries before jax.distributed.initialize, which must come
+    before anything starts the XLA backend (a jnp array at import would)."""
+    code = ("import importlib, pkgutil, simclr_jax\n"
+            "mods = [m.name for m in pkgutil.walk_packages(simclr_jax.__path__, 'simclr_jax.')]\n"
+            "[importlib.import_module(m) for m in mods]\n"
+            "import jax._src.xla_bridge as xb\n"
+            "print(len(mods), sorted(xb._backends))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    count, backends = result.stdout.split(" ", 1)
+    assert int(count) == len(GRAPH) - 1 and backends.strip() == "[]", result.stdout
+
+
+def test_downstream_is_the_pretrained_module_under_its_old_name():
+    downstream = importlib.import_module("simclr_jax.downstream")
+    pretrained = importlib.import_module("simclr_jax.evals.pretrained")
+    assert downstream.load_encoder is pretrained.load_encoder
+    assert downstream.Pretrained is pretrained.Pretrained
