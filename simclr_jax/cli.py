@@ -104,17 +104,26 @@ def define_eval_flags(job: str) -> None:
     define_distributed_flags()
 
 
-def run_eval_job(job: str, run: Callable[..., dict]) -> None:
-    """Console entry of an eval job: flags, then `run(config, workdir, wait=, wait_timeout_s=)`
-    after jax.distributed.initialize; a UserError is one `error:` line and exit code 2."""
-    define_eval_flags(job)
+def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
+    """Runs a command whose flags are defined: parses them (a bad flag or config key is one
+    `error:` line), quiets library logs, starts multi-process JAX when `distributed`, then
+    `body()`; a UserError anywhere is one `error:` line and exit code 2."""
 
     @report_user_errors
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise UserError(f"unexpected arguments: {argv[1:]}")
         quiet_library_logs()
-        initialize_distributed_from_flags()
-        run(FLAGS.config, FLAGS.workdir, wait=FLAGS.wait, wait_timeout_s=FLAGS.wait_timeout)
+        if distributed:
+            initialize_distributed_from_flags()
+        body()
 
     app.run(main, flags_parser=parse_flags)
+
+
+def run_eval_job(job: str, run: Callable[..., dict]) -> None:
+    """Console entry of an eval job: its flags, then `run(config, workdir, wait=,
+    wait_timeout_s=)` after jax.distributed.initialize."""
+    define_eval_flags(job)
+    run_command(lambda: run(FLAGS.config, FLAGS.workdir, wait=FLAGS.wait,
+                            wait_timeout_s=FLAGS.wait_timeout), distributed=True)

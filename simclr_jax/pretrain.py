@@ -6,11 +6,10 @@
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from simclr_jax import cli, config
 from simclr_jax.core import train
-from simclr_jax.errors import UserError, report_user_errors
 from simclr_jax.evals import knn
 
 cli.define_config_flag(os.path.abspath(config.__file__),
@@ -20,18 +19,10 @@ cli.define_distributed_flags()
 FLAGS = flags.FLAGS
 
 
-@report_user_errors
-def _main(argv) -> None:
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments: {argv[1:]}")
-    cli.quiet_library_logs()
-    cli.initialize_distributed_from_flags()
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir, monitor=knn.Monitor)
-
-
 def main() -> None:
     """Console-script entry point."""
-    app.run(_main, flags_parser=cli.parse_flags)
+    cli.run_command(lambda: train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                                                     monitor=knn.Monitor), distributed=True)
 
 
 if __name__ == "__main__":

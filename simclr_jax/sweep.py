@@ -5,10 +5,9 @@
         --cifar10_folder=/data/cifar10/train
 """
 
-from absl import app, flags
+from absl import flags
 
 from simclr_jax import cli
-from simclr_jax.errors import UserError, report_user_errors
 from simclr_jax.research import sweep
 
 
@@ -24,11 +23,7 @@ def define_flags() -> None:
                         "root/<class>/*.jpg (default: $SIMCLR_CIFAR10_FOLDER).")
 
 
-@report_user_errors
-def _main(argv) -> None:
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments: {argv[1:]}")
-    cli.quiet_library_logs()
+def _sweep() -> None:
     f = flags.FLAGS
     rows = sweep.run_sweep(sweep.load_experiment(f.experiment, f.scale), f.workdir,
                            cifar10_folder=f.cifar10_folder)
@@ -42,7 +37,7 @@ def _main(argv) -> None:
 def main() -> None:
     """Console-script entry point."""
     define_flags()
-    app.run(_main, flags_parser=cli.parse_flags)
+    cli.run_command(_sweep)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,9 @@ views made by exactly the training code (research/grid.py).
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from simclr_jax import cli, config
-from simclr_jax.errors import UserError, report_user_errors
 from simclr_jax.research import grid
 
 
@@ -28,20 +27,15 @@ def define_flags() -> None:
                          lower_bound=0)
 
 
-@report_user_errors
-def _main(argv) -> None:
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments: {argv[1:]}")
-    cli.quiet_library_logs()
+def _visualize() -> None:
     f = flags.FLAGS
-    path = grid.write_grid(f.config, f.out, f.num_images, f.num_pairs, f.tile)
-    print(f"wrote {path}")
+    print(f"wrote {grid.write_grid(f.config, f.out, f.num_images, f.num_pairs, f.tile)}")
 
 
 def main() -> None:
     """Console-script entry point."""
     define_flags()
-    app.run(_main, flags_parser=cli.parse_flags)
+    cli.run_command(_visualize)
 
 
 if __name__ == "__main__":
