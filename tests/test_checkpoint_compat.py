@@ -5,11 +5,12 @@ layout's main) still restores: as an encoder, for evaluation, and to resume pret
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from simclr_jax import downstream
-from simclr_jax.core import train
+from simclr_jax.core import checkpointing, train
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pretrain_v0"
 ARCHITECTURE = dict(width_multiplier=0.0625, proj_out_dim=8)
@@ -29,18 +30,28 @@ def test_old_checkpoint_loads_as_an_encoder(old_run):
     assert h.shape == (4, 32) and np.isfinite(h).all() and h.std() > 0
 
 
-def test_old_checkpoint_resumes_pretraining_as_a_new_checkpoint_does(old_run, tmp_path,
-                                                                       tiny_config, metric_rows):
-    """The new code's 2-step run logs the fixture's losses (the numbers did not move), and
-    extending either run to 3 steps from its step-2 checkpoint logs the same step 3: the old
-    checkpoint restores into the new state as the new checkpoint does (up to 1 vs 8 device
-    float noise: the fixture was written on 1 device, this session has 8)."""
+def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
+        old_run, tmp_path, tiny_config, metric_rows, run_job, tfds_dir):
+    """On 1 device, as the fixture was written, the new code's 2-step run logs the fixture's
+    losses and saves the fixture's state, bitwise (the same arithmetic: the numbers did not
+    move). Extending both runs by one step here then logs the same step 3, bitwise: the old
+    checkpoint restores into the new train state exactly as a new one does."""
     fresh = tmp_path / "fresh"
-    train.train_and_evaluate(tiny_config(num_train_steps=2, **ARCHITECTURE), str(fresh))
+    flags = [f"--config.{k}={v}" for k, v in {
+        **ARCHITECTURE, "image_size": 8, "batch_size": 16, "num_train_steps": 2,
+        "log_every_steps": 1, "data_dir": tfds_dir}.items()]
+    result = run_job("pretrain", f"--workdir={fresh}", *flags, devices=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    old_state, new_state = checkpointing.read_numpy(str(old_run)), checkpointing.read_numpy(
+        str(fresh))
+    old_leaves = jax.tree_util.tree_leaves_with_path(old_state)
+    new_leaves = dict(jax.tree_util.tree_leaves_with_path(new_state))
+    assert len(old_leaves) == len(new_leaves) > 50
+    for path, leaf in old_leaves:
+        np.testing.assert_array_equal(leaf, new_leaves[path], err_msg=jax.tree_util.keystr(path))
     for workdir in (old_run, fresh):
         train.train_and_evaluate(tiny_config(num_train_steps=3, **ARCHITECTURE), str(workdir))
     old = {r["step"]: r["loss"] for r in metric_rows(old_run) if "loss" in r}
     new = {r["step"]: r["loss"] for r in metric_rows(fresh) if "loss" in r}
     assert sorted(old) == sorted(new) == [1, 2, 3]
-    for step in (1, 2, 3):  # 1, 2: the fixture's own log, written by the old code
-        np.testing.assert_allclose(old[step], new[step], rtol=1e-4)
+    assert old == new  # 1, 2: the fixture's own log, written by the old code
