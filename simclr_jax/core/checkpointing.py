@@ -116,6 +116,7 @@ class Writer:
 
     mngr: ocp.CheckpointManager
     pending: list[int] = dataclasses.field(default_factory=list)
+    failed: bool = False  # a save failed (and was reported)
 
     @property
     def directory(self) -> epath.Path:
@@ -157,9 +158,16 @@ class Writer:
                 raise
             logging.warning("%s", e)
         finally:
-            self.mngr.close()
+            try:
+                self.mngr.close()
+            except Exception as e:  # noqa: BLE001
+                # Orbax raises a failed save's error once more from close(): reported already.
+                if not (quiet or self.failed):
+                    raise self._error(self.pending[-1] if self.pending else -1, e) from None
+                logging.info("Orbax's manager closed with the failed save's error: %s", e)
 
     def _error(self, step: int, cause: Exception) -> UserError:
+        self.failed = True
         kept = [s for s in finished_steps(self.directory) if s != step]
         previous = (f"the previous checkpoint (step {kept[-1]}) is intact" if kept
                     else "no earlier checkpoint exists")

@@ -79,6 +79,8 @@ def write_plot(workdirs: Sequence[str], out: str, title: str = "") -> str:
 
     if not workdirs:
         raise UserError("no workdir to plot: pass --workdir=DIR (repeat it to overlay runs)")
+    if os.path.splitext(out)[1].lower() != ".png":
+        raise UserError(f"--out={out}: expected a .png file name")
     runs = []
     for workdir in workdirs:
         if not epath.Path(workdir).is_dir():
@@ -126,8 +128,12 @@ def write_plot(workdirs: Sequence[str], out: str, title: str = "") -> str:
         plt.close(fig)
         raise UserError(f"folder {parent} of --out={out} does not exist: create it or write "
                         f"the PNG elsewhere")
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as e:
+        raise UserError(f"could not write {out} (--out): {e}") from None
+    finally:
+        plt.close(fig)
     return out
 
 
