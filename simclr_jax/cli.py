@@ -22,13 +22,27 @@ _KEEP_INFO_FROM = ("simclr_jax", "/clu/")
 
 class _QuietLibraries(pylogging.Filter):
     def filter(self, record: pylogging.LogRecord) -> bool:
-        return record.levelno >= pylogging.WARNING or any(
-            part in record.pathname for part in _KEEP_INFO_FROM)
+        ours = any(part in record.pathname for part in _KEEP_INFO_FROM)
+        if not ours and record.exc_info:
+            # A library's traceback (Orbax logs one for every failed background save, asyncio
+            # for every abandoned task) repeats an error this job reports in its own `error:`
+            # line: keep the record's first line and the exception's message only.
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return record.levelno >= pylogging.WARNING or ours
 
 
 def quiet_library_logs() -> None:
-    """Keeps INFO lines of this project and clu's metric writers; warnings from all."""
-    logging.get_absl_handler().addFilter(_QuietLibraries())
+    """Keeps INFO lines of this project and clu's metric writers; warnings from all, without
+    library tracebacks."""
+    handler = logging.get_absl_handler()
+    handler.addFilter(_QuietLibraries())
+    # Libraries that log through Python's root logger before absl's handler is attached
+    # (asyncio's "Task exception was never retrieved") go through the same filter.
+    for other in pylogging.getLogger().handlers:
+        if other is not handler:
+            other.addFilter(_QuietLibraries())
 
 
 def _fail(message: str) -> NoReturn:
@@ -58,16 +72,61 @@ def define_config_flag(default_path: str, help_text: str) -> None:
         _fail(_unknown_key_message(e, sys.argv))
 
 
+def _config_path(argv: Sequence[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "?"
+
+
+def _check_config_loaded(argv: Sequence[str]) -> None:
+    """ml_collections defers a config file that failed to load until its first use (then an
+    OSError traceback): make it one error now."""
+    if "config" not in FLAGS:
+        return
+    try:
+        getattr(FLAGS.config, "keys", None)  # any attribute access raises the load error
+    except OSError:
+        _fail(_missing_config_message(argv))
+
+
+def _missing_config_message(argv: Sequence[str]) -> str:
+    path = _config_path(argv)
+    file = path.split(":", 1)[0]
+    where = f"{file} (from {os.getcwd()})" if not os.path.isabs(file) else file
+    return (f"config file {where} does not exist (--config={path}): pass the path of a "
+            f"config file, e.g. --config=configs/cifar10.py (the files are listed in "
+            f"configs/), or leave --config out for the embedded default")
+
+
+def _config_file_error(error: Exception, argv: Sequence[str]) -> str:
+    """A config file's get_config() raising ValueError / TypeError: its last line."""
+    last = [line for line in str(error).splitlines() if line.strip()][-1]
+    return f"config file {_config_path(argv)} (--config): {last.strip()}"
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
     """absl flag parsing where a bad flag or config key is one `error:` line and exit 2."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
     except flags.Error as e:
+        if "Error whilst parsing config file" in str(e):
+            _fail(_config_file_error(e, argv))
         _fail(str(e))
     except (AttributeError, KeyError) as e:
         _fail(_unknown_key_message(e, argv))
     except (ValueError, TypeError) as e:
+        if "Error whilst parsing config file" in str(e):
+            _fail(_config_file_error(e, argv))
         _fail(f"bad config override: {e}")
+    except OSError as e:  # an override applied to a config file that failed to load
+        if "config file" not in str(e):
+            raise
+        _fail(_missing_config_message(argv))
+    _check_config_loaded(argv)
+    return rest
 
 
 def define_distributed_flags() -> None:

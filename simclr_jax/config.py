@@ -207,6 +207,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     require(c.num_train_steps > 0 or c.num_epochs > 0, "num_epochs",
             "num_epochs or num_train_steps must be > 0")
     require(c.learning_rate >= 0, "learning_rate", f"must be >= 0, got {c.learning_rate}")
+    require(0 <= c.momentum < 1, "momentum", f"must be in [0, 1), got {c.momentum}")
+    require(c.lars_trust_coefficient > 0, "lars_trust_coefficient",
+            f"must be > 0, got {c.lars_trust_coefficient}")
+    require(c.seed >= 0, "seed", f"must be >= 0, got {c.seed}")
     require(c.weight_decay >= 0, "weight_decay", f"must be >= 0, got {c.weight_decay}")
     require(c.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {c.warmup_epochs}")
     for key in ("color_jitter_prob", "grayscale_prob", "blur_prob"):

@@ -15,6 +15,7 @@ from ml_collections import config_dict
 
 from simclr_jax.core.optim import LR_SCALINGS, OPTIMIZERS
 from simclr_jax.errors import require
+from simclr_jax.models.resnet import STAGE_SIZES
 
 JOBS = ("linear_eval", "finetune", "knn")
 # Inherited from the pretraining run's config when left at None.
@@ -108,3 +109,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
         require(c[key] >= 0, key, f"must be >= 0, got {c[key]}")
     require(c.image_size is None or c.image_size > 0, "image_size",
             f"must be > 0, got {c.image_size}")
+    require(c.resnet_depth is None or c.resnet_depth in STAGE_SIZES, "resnet_depth",
+            f"must be one of {tuple(STAGE_SIZES)} (or unset: the checkpoint's), "
+            f"got {c.resnet_depth}")
+    require(c.width_multiplier is None or c.width_multiplier > 0, "width_multiplier",
+            f"must be > 0 (or unset: the checkpoint's), got {c.width_multiplier}")
+    require(0 <= c.momentum < 1, "momentum", f"must be in [0, 1), got {c.momentum}")
+    require(c.lars_trust_coefficient > 0, "lars_trust_coefficient",
+            f"must be > 0, got {c.lars_trust_coefficient}")
+    require(c.seed >= 0, "seed", f"must be >= 0, got {c.seed}")

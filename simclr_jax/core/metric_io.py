@@ -9,6 +9,8 @@ import numpy as np
 from clu import metric_writers
 from etils import epath
 
+from simclr_jax.errors import UserError
+
 
 class JsonlWriter(metric_writers.MetricWriter):
     """Appends one JSON object per logged step ({"step": s, name: value, ...}).
@@ -24,8 +26,13 @@ class JsonlWriter(metric_writers.MetricWriter):
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         row = {"step": int(step)}
         row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
-        with self._path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with self._path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:  # disk full, permissions: the checkpoints so far are intact
+            raise UserError(f"could not append to {self._path} ({e}): free disk space or fix "
+                            f"the permissions of {self._path.parent}, then rerun the same "
+                            f"command to resume") from None
 
     def write_summaries(self, step, values, metadata=None):
         pass
@@ -53,6 +60,26 @@ class JsonlWriter(metric_writers.MetricWriter):
 
     def close(self):
         pass
+
+
+def read_rows(workdir: str) -> list[dict]:
+    """The rows of <workdir>/metrics.jsonl ([] if none); a half-written last line is skipped."""
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def last_row(workdir: str, key: str = "loss") -> dict | None:
+    """The last row of metrics.jsonl that has `key` (None if there is none)."""
+    rows = [r for r in read_rows(workdir) if key in r]
+    return rows[-1] if rows else None
 
 
 def create_writer(workdir: str) -> metric_writers.MetricWriter:

@@ -42,14 +42,15 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_global_batch(batch_size: int, mesh: Mesh) -> None:
-    """The global batch must split evenly over devices and processes."""
+def check_global_batch(batch_size: int, mesh: Mesh, key: str = "batch_size") -> None:
+    """The global batch (config.`key`) must split evenly over devices and processes."""
     n = mesh.devices.size
     if batch_size % n:
         lower, upper = (batch_size // n) * n, (batch_size // n + 1) * n
+        suggestion = f"{lower} or {upper}" if lower else f"{upper}"
         raise UserError(
-            f"global batch size {batch_size} (config.batch_size) is not divisible by the "
-            f"{n} devices; use a multiple of {n}, e.g. {lower or upper} or {upper}")
+            f"global batch size {batch_size} (config.{key}) is not divisible by the "
+            f"{n} devices; use a multiple of {n}, e.g. {suggestion}")
 
 
 def global_batch(mesh: Mesh, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:

@@ -19,7 +19,16 @@ from etils import epath
 
 from simclr_jax.augment import views
 from simclr_jax.config import validate
-from simclr_jax.core import checkpointing, losses, metric_io, optim, parallel
+from simclr_jax.core import (
+    checkpointing,
+    losses,
+    metric_io,
+    optim,
+    parallel,
+    resume,
+    run_report,
+    workdir_lock,
+)
 from simclr_jax.core.preemption import PreemptionWatcher
 from simclr_jax.data import builders, pretrain_input, sources
 from simclr_jax.data.splits import ArraySplit
@@ -181,27 +190,72 @@ MonitorFactory = Callable[[ml_collections.ConfigDict, sources.Source, Any],
                           Callable[[TrainState], dict[str, float]]]
 
 
+def abstract_state(model, tx, config, mesh) -> TrainState:
+    """The state's shapes and dtypes, replicated on `mesh`: a restore target (no compute)."""
+    shapes = jax.eval_shape(partial(create_train_state, model, tx, image_size=config.image_size),
+                            jax.random.PRNGKey(config.seed))
+    sharding = parallel.replicated(mesh)
+    return jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        monitor: MonitorFactory | None = None) -> TrainState:
-    """Pretrains per `config`, resuming from the newest checkpoint in `workdir` if any.
+    """Pretrains per `config`, resuming from the newest intact checkpoint in `workdir` if any.
 
     With config.knn_every_steps > 0, `monitor(config, split, mesh)(state)` adds its metrics
     to the log rows of every knn_every_steps-th step (the pretrain job passes evals.knn.Monitor).
+    One job per workdir (core/workdir_lock.py); resuming checks the config against the
+    checkpoint's (core/resume.py) before any work; a finished run is not trained again.
     """
+    t_start = time.time()
     mesh = parallel.make_mesh()
-    parts = build_training(config, mesh)
+    validate(config)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    with workdir_lock.locked(str(checkpointing.absolute(workdir))):
+        start = resume.newest_intact_step(workdir)
+        if start is not None:
+            saved = resume.read_saved_config(checkpointing.checkpoint_dir(workdir) / str(start))
+            if saved is not None:
+                resume.check_config(saved, config, start, workdir)
+        parts = build_training(config, mesh)
+        ckpt = checkpointing.Writer(
+            checkpointing.checkpoint_manager(workdir, keep=config.keep_checkpoints))
+        try:
+            if start is None:
+                state, start = init_state_on_mesh(parts.model, parts.tx, config, mesh), 0
+            else:
+                start, state = resume.restore_newest(
+                    ckpt.mngr, workdir, start,
+                    abstract_state(parts.model, parts.tx, config, mesh))
+                logging.info("Resumed from checkpoint step %d in %s", start, workdir)
+            if start >= parts.num_steps:
+                if jax.process_index() == 0:
+                    print(run_report.already_complete(workdir, config, start, parts.num_steps,
+                                                      metric_io.last_row(workdir)), flush=True)
+            else:
+                state, last = _train(config, workdir, mesh, parts, state, start, ckpt, monitor)
+                ckpt.finish()  # the summary lists the final step's checkpoint
+                if jax.process_index() == 0:
+                    print(run_report.final_summary(
+                        workdir, config, start=start, step=int(state.step),
+                        num_steps=parts.num_steps, wall_s=time.time() - t_start,
+                        last_row=last), flush=True)
+        except BaseException:
+            # Another error is on its way: wait for the save in flight (its steps stay
+            # intact) and close Orbax's threads now, not at interpreter exit.
+            ckpt.close(quiet=True)
+            raise
+        ckpt.close()
+    return state
+
+
+def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int,
+           ckpt: checkpointing.Writer, monitor: MonitorFactory | None
+           ) -> tuple[TrainState, dict | None]:
+    """The loop from `start` to the last step (or a preemption notice): (state, last row)."""
     split, model, tx, schedule = parts.split, parts.model, parts.tx, parts.schedule
     num_steps = parts.num_steps
-
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    mngr = checkpointing.checkpoint_manager(workdir, keep=config.keep_checkpoints)
-    state = init_state_on_mesh(model, tx, config, mesh)
-    start = mngr.latest_step()
-    if start is not None:
-        state = checkpointing.restore(mngr, start, state)
-        logging.info("Resumed from checkpoint step %d in %s", start, workdir)
-    start = int(start or 0)
-
     writer = metric_io.create_writer(workdir)
     if start == 0:
         writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
@@ -215,6 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     progress = (periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
                 if jax.process_index() == 0 else lambda step: None)
     history: list[tuple[int, dict]] = []
+    summary = None
     t0, images = time.time(), 0
     preempted = PreemptionWatcher()
     try:
@@ -230,7 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             save_now = stop or step % config.checkpoint_every_steps == 0 or step == num_steps
             if step % config.log_every_steps == 0 or save_now:
                 history = jax.device_get(history)
-                check_finite(history, mngr, workdir)
+                check_finite(history, ckpt.mngr, workdir)
                 summary = summarize(history)
                 summary["images_per_sec"] = images / (time.time() - t0)
                 if knn_monitor is not None and step % config.knn_every_steps == 0:
@@ -238,14 +293,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 writer.write_scalars(step, summary)
                 history, t0, images = [], time.time(), 0
             if save_now:
-                checkpointing.save(mngr, step, state, config)
+                ckpt.save(step, state, config)
             if stop:
                 logging.warning("Preempted (SIGTERM): saved step %d of %d; rerun the same "
                                 "command to resume.", step, num_steps)
                 break
     finally:
         preempted.close()
-        mngr.wait_until_finished()
         writer.flush()
-    mngr.close()
-    return state
+    return state, summary

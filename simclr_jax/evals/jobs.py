@@ -17,7 +17,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from simclr_jax import eval_config
-from simclr_jax.core import metric_io, optim, parallel
+from simclr_jax.core import checkpointing, metric_io, optim, parallel, workdir_lock
 from simclr_jax.data import builders, eval_input, subsets
 from simclr_jax.data.splits import ArraySplit
 from simclr_jax.errors import UserError
@@ -35,6 +35,12 @@ def _agree(value: int) -> int:
     if jax.process_count() == 1:
         return value
     return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
+
+
+def _agree_damage(step_dir) -> str:
+    """checkpointing.damage of process 0, on every process ('damaged' on the others)."""
+    why = checkpointing.damage(step_dir) if jax.process_index() == 0 else ""
+    return "damaged" if _agree(int(bool(why))) and not why else why
 
 
 def final_step(pretrain_config: ml_collections.ConfigDict) -> int | None:
@@ -56,10 +62,15 @@ def checkpoints(path: str, wait: bool, timeout_s: float, poll_s: float = 2.0
     if not wait:
         yield str(pretrained.resolve_checkpoint(path)[0])
         return
-    last, final, idle_since = -1, None, time.time()
+    last, final, idle_since, damaged = -1, None, time.time(), set()
     while True:
-        steps = [s for s in pretrained.list_steps(path) if s > last]
+        steps = [s for s in pretrained.list_steps(path) if s > last and s not in damaged]
         step = _agree(steps[-1] if steps else -1)
+        if step >= 0 and (why := _agree_damage(pretrained.checkpoints_root(path) / str(step))):
+            logging.warning("Skipping checkpoint step %d of %s: it is unreadable (%s)", step,
+                            path, why)
+            damaged.add(step)
+            continue
         if step >= 0:
             if len(steps) > 1:
                 logging.info("Skipping superseded checkpoints %s", steps[:-1])
@@ -195,9 +206,17 @@ def run_job(job: str, config: ml_collections.ConfigDict, workdir: str, evaluate:
     eval_config.validate(config)
     mesh = parallel.make_mesh()
     parallel.check_global_batch(config.batch_size, mesh)
-    parallel.check_global_batch(config.eval_batch_size, mesh)
+    parallel.check_global_batch(config.eval_batch_size, mesh, "eval_batch_size")
     builders.hide_accelerators_from_tf()
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    # One job per workdir: a second one would interleave results.json and metrics.
+    with workdir_lock.locked(str(checkpointing.absolute(workdir))):
+        return _evaluate_checkpoints(job, config, workdir, evaluate, mesh, wait=wait,
+                                     wait_timeout_s=wait_timeout_s, with_head=with_head)
+
+
+def _evaluate_checkpoints(job, config, workdir, evaluate, mesh, *, wait, wait_timeout_s,
+                          with_head) -> dict:
     writer = metric_io.create_writer(workdir)
     architecture = {"resnet_depth": config.resnet_depth,
                     "width_multiplier": config.width_multiplier}

@@ -11,12 +11,12 @@ placed on the mesh given at restore time, so an 8-device checkpoint loads on one
 """
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 from simclr_jax.core import checkpointing, parallel
@@ -50,22 +50,47 @@ def checkpoints_root(path: str) -> epath.Path | None:
 def list_steps(path: str) -> list[int]:
     """Finished checkpoint steps of a pretraining workdir, ascending ([] if none yet)."""
     root = checkpoints_root(path)
-    return sorted(ocp.path.step.checkpoint_steps(root)) if root is not None else []
+    return checkpointing.finished_steps(root) if root is not None else []
+
+
+def _unreadable(step_dir: epath.Path, why: str) -> UserError:
+    return checkpointing.UnreadableCheckpoint(
+        f"checkpoint {step_dir} is unreadable ({why}): pass another step with "
+        f"--config.pretrained={step_dir.parent}/<step>, or the workdir for its newest "
+        f"readable step")
+
+
+def intact_steps(path: str) -> list[int]:
+    """list_steps without the steps whose files no longer match their manifest (each one
+    named in the log)."""
+    root, out = checkpoints_root(path), []
+    for step in list_steps(path):
+        if why := checkpointing.damage(root / str(step)):
+            logging.warning("Skipping checkpoint step %d of %s: it is unreadable (%s)", step,
+                            path, why)
+        else:
+            out.append(step)
+    return out
 
 
 def resolve_checkpoint(path: str) -> tuple[epath.Path, int]:
-    """(step directory, step) for a workdir (newest step) or a step dir like DIR/checkpoints/200."""
+    """(step directory, step) for a workdir (newest intact step) or a step dir like
+    DIR/checkpoints/200 (a UserError if its files are damaged)."""
     p = checkpointing.absolute(path)
     if not p.exists():
         raise UserError(f"pretrained path {path} does not exist (config.pretrained): pass the "
                         f"pretraining run's --workdir or one of its checkpoints/<step> dirs")
     if (p / "state").is_dir() and p.name.isdigit():
+        if why := checkpointing.damage(p):
+            raise _unreadable(p, why)
         return p, int(p.name)
-    steps = list_steps(path)
+    steps = intact_steps(path)
     if not steps:
+        damaged = " (every checkpoint in it is damaged, see the warnings above)" if list_steps(
+            path) else ""
         raise UserError(
-            f"{path} holds no finished checkpoint (config.pretrained): expected a pretraining "
-            f"workdir with checkpoints/<step>/ or a step directory such as "
+            f"{path} holds no finished checkpoint{damaged} (config.pretrained): expected a "
+            f"pretraining workdir with checkpoints/<step>/ or a step directory such as "
             f"{p / 'checkpoints' / '1000'}; if pretraining is still starting, rerun with --wait")
     return checkpoints_root(path) / str(steps[-1]), steps[-1]
 
@@ -79,32 +104,8 @@ def read_config(step_dir: epath.Path) -> ml_collections.ConfigDict:
                         f"simclr_jax.pretrain?): {e}") from None
 
 
-def _flat(tree: Any) -> dict[str, tuple]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
-            for path, leaf in leaves}
-
-
-def _ordered(keys) -> list[str]:
-    """Parameters before BN statistics: they are what a reader recognises first."""
-    return sorted(keys, key=lambda k: (not k.startswith("params"), k))
-
-
-def architecture_diff(expected: Any, stored: Any, limit: int = 6) -> str:
-    """'' when the trees match; else which keys are missing/unexpected and which shapes differ."""
-    want, have = _flat(expected), _flat(stored)
-    parts = []
-    if missing := _ordered(set(want) - set(have)):
-        parts.append(f"missing in checkpoint: {', '.join(missing[:limit])}"
-                     + (f" (+{len(missing) - limit} more)" if len(missing) > limit else ""))
-    if extra := _ordered(set(have) - set(want)):
-        parts.append(f"only in checkpoint: {', '.join(extra[:limit])}"
-                     + (f" (+{len(extra) - limit} more)" if len(extra) > limit else ""))
-    if shapes := [f"{k} {have[k]} vs expected {want[k]}" for k in _ordered(set(want) & set(have))
-                  if want[k] != have[k]]:
-        parts.append(f"shapes differ: {'; '.join(shapes[:limit])}"
-                     + (f" (+{len(shapes) - limit} more)" if len(shapes) > limit else ""))
-    return "; ".join(parts)
+# Which keys / shapes two variable trees differ in (kept under its old name).
+architecture_diff = checkpointing.tree_diff
 
 
 def expected_config(pretrain_config: ml_collections.ConfigDict,
@@ -140,10 +141,7 @@ def load(path: str, *, mesh: jax.sharding.Mesh | None = None, with_head: bool = 
         for collection in want:
             if head := expected[collection].get("head"):
                 want[collection]["head"] = head
-    try:
-        stored = ocp.PyTreeCheckpointHandler().metadata(step_dir / "state").tree
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(f"checkpoint {step_dir} has no readable state item: {e}") from None
+    stored = checkpointing.read_state_metadata(step_dir)
     have = {c: {k: stored.get(c, {}).get(k, {}) for k in want[c]} for c in want}
     if diff := architecture_diff(want, have):
         raise UserError(
@@ -155,9 +153,13 @@ def load(path: str, *, mesh: jax.sharding.Mesh | None = None, with_head: bool = 
     sharding = parallel.replicated(mesh)
     target = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), want)
-    restored = ocp.PyTreeCheckpointer().restore(step_dir / "state", args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))
+    try:
+        restored = ocp.PyTreeCheckpointer().restore(
+            step_dir / "state", args=ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True))
+    except Exception as e:  # noqa: BLE001  (TensorStore's read errors come as many types)
+        raise _unreadable(step_dir, " ".join(str(e).split())[:300]) from None
     return _pretrained(config, restored, step, str(step_dir), with_head)
 
 

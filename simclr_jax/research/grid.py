@@ -82,9 +82,19 @@ def augmentation_grid(config, num_images: int, num_pairs: int, tile: int) -> np.
 
 def write_grid(config, out: str, num_images: int = 4, num_pairs: int = 3, tile: int = 0) -> str:
     """Writes the grid PNG to `out`; returns the path."""
+    check_image_path(out, "--out")
     tile = tile or max(config.image_size, 96)
     grid = augmentation_grid(config, num_images, num_pairs, tile)
-    if os.path.dirname(out):
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-    Image.fromarray(grid).save(out, optimize=True)
+    try:
+        if os.path.dirname(out):
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+        Image.fromarray(grid).save(out, optimize=True)
+    except OSError as e:
+        raise UserError(f"could not write {out} (--out): {e}") from None
     return out
+
+
+def check_image_path(out: str, flag: str) -> None:
+    """UserError unless `out` names a PNG (checked before any work)."""
+    if os.path.splitext(out)[1].lower() != ".png":
+        raise UserError(f"{flag}={out}: expected a .png file name")

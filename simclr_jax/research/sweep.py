@@ -177,7 +177,7 @@ def run_sweep(exp: dict, workdir: str, *, cifar10_folder: str | None = None,
     `cifar10_folder` is the CIFAR-10 JPEG folder the cpu-scale experiments prepare their
     dataset from (None: $SIMCLR_CIFAR10_FOLDER)."""
     root = Path(workdir).resolve()  # Orbax wants absolute checkpoint paths
-    splits = None
+    splits, prepared = None, False
     rows = []
     for variant in exp["variants"]:
         vdir = root / "variants" / variant["name"]
@@ -186,9 +186,12 @@ def run_sweep(exp: dict, workdir: str, *, cifar10_folder: str | None = None,
             log(f"[sweep] {variant['name']}: done, skipped")
         else:
             log(f"[sweep] {variant['name']}: running")
+            if exp.get("prepare") and not prepared:
+                # The sweep's input (the CIFAR folder): bad input stops the sweep with one
+                # error, before any variant, instead of failing every variant the same way.
+                exp["prepare"](cifar10_folder)
+                prepared = True
             try:
-                if exp.get("prepare"):
-                    exp["prepare"](cifar10_folder)
                 splits = splits or load_splits(exp)
                 result = {"status": "ok", **run_variant(variant, exp, vdir, splits)}
             except Exception as e:  # noqa: BLE001  a failing variant must not end the sweep

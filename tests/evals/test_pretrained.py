@@ -1,6 +1,8 @@
 """Loading the pretrained encoder: exact features, cross-device-count restore, bad input."""
 
 import os
+import shutil
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -11,6 +13,7 @@ import pytest
 from simclr_jax import downstream  # the users' name of simclr_jax.evals.pretrained
 from simclr_jax.core import checkpointing, optim, parallel, train
 from simclr_jax.errors import UserError
+from simclr_jax.evals import knn
 from simclr_jax.models import build_model
 
 
@@ -133,3 +136,40 @@ def test_architecture_diff_lists_missing_extra_and_shapes():
     assert "missing in checkpoint: c" in diff and "only in checkpoint: d" in diff
     assert "b (4,) vs expected (3,)" in diff
     assert downstream.architecture_diff(want, want) == ""
+
+
+def _damage_newest(run_dir, tmp_path, keep_manifest: bool = True):
+    """A copy of the run whose step 4 has every array data file cut in half."""
+    copy = Path(shutil.copytree(run_dir, tmp_path / "damaged"))
+    step4 = copy / "checkpoints" / "4"
+    if not keep_manifest:
+        (step4 / checkpointing.MANIFEST).unlink()
+    for data in (step4 / "state").glob("ocdbt.process_*/d/*"):
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    return copy
+
+
+def test_damaged_newest_step_is_skipped_for_a_workdir_and_named_for_a_step_dir(run, tmp_path,
+                                                                               caplog):
+    copy = _damage_newest(run, tmp_path)
+    step_dir, step = downstream.resolve_checkpoint(str(copy))
+    assert step == 2 and step_dir.name == "2"
+    assert "Skipping checkpoint step 4" in caplog.text and "bytes" in caplog.text
+    assert downstream.load_encoder(str(copy)).step == 2
+    with pytest.raises(UserError, match=r"checkpoint .*/checkpoints/4 is unreadable \(file "
+                       r"state/\S+ has \d+ bytes, \d+ when it was saved\)"):
+        downstream.load_encoder(str(copy / "checkpoints" / "4"))
+    # Nothing is moved or deleted: evaluation reads a run, it does not repair it.
+    assert (copy / "checkpoints" / "4").is_dir()
+
+
+def test_unreadable_step_without_manifest_is_one_error_naming_it(run, tmp_path):
+    copy = _damage_newest(run, tmp_path, keep_manifest=False)
+    with pytest.raises(UserError, match=r"checkpoint .*/checkpoints/4 is unreadable \("):
+        downstream.load_encoder(str(copy / "checkpoints" / "4"))
+
+
+def test_knn_job_evaluates_the_newest_intact_step(run, tmp_path, tiny_eval_config):
+    copy = _damage_newest(run, tmp_path)
+    results = knn.run(tiny_eval_config(str(copy), "knn"), str(tmp_path / "knn"))
+    assert results["checkpoint_step"] == 2

@@ -1,0 +1,37 @@
+"""Curves of one or several runs' metrics.jsonl in one PNG (research/plots.py).
+
+    python -m simclr_jax.plot --workdir=runs/default              # -> runs/default/metrics.png
+    python -m simclr_jax.plot --workdir=runs/a --workdir=runs/b --out=ab.png   # overlaid
+"""
+
+import os
+
+from absl import flags
+
+from simclr_jax import cli
+from simclr_jax.research import plots
+
+
+def define_flags() -> None:
+    """The command's flags; defined only when it runs, so importing this module adds none."""
+    flags.DEFINE_multi_string("workdir", None, "A pretraining or evaluation workdir; repeat "
+                              "the flag to overlay several runs.", required=True)
+    flags.DEFINE_string("out", None, "PNG file to write (default: metrics.png in the first "
+                        "workdir).")
+    flags.DEFINE_string("title", "", "Figure title (default: the workdir's name).")
+
+
+def _plot() -> None:
+    f = flags.FLAGS
+    out = f.out or os.path.join(f.workdir[0], "metrics.png")
+    print(f"wrote {plots.write_plot(f.workdir, out, f.title)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    define_flags()
+    cli.run_command(_plot)
+
+
+if __name__ == "__main__":
+    main()
