@@ -126,8 +126,9 @@ def compare(pre, ev, workdir: str) -> dict:
         config.pretrained = run
         t0 = time.time()
         results, _ = linear_eval.train_and_eval(encoder, config, mesh, writer)
-        train_split, test_split = evaluation.load_splits(config, "kNN")
-        neighbours = knn.knn_eval(encoder, train_split, test_split, image_size=config.image_size,
+        splits = evaluation.load_splits(config, "kNN")
+        neighbours = knn.knn_eval(encoder, splits.train_eval, splits.test,
+                                  image_size=config.image_size,
                                   k=config.knn_k, temperature=config.knn_temperature,
                                   global_batch=config.eval_batch_size, mesh=mesh)
         out[f"{name}_linear_top1"] = results["top1"]

@@ -19,7 +19,8 @@ from simclr_jax.models.resnet import STAGE_SIZES
 
 JOBS = ("linear_eval", "finetune", "knn")
 # Inherited from the pretraining run's config when left at None.
-INHERITED = ("dataset", "data_dir", "train_split", "eval_split", "image_size")
+INHERITED = ("dataset", "data_dir", "train_split", "eval_split", "image_size", "data_mode",
+             "folder_labels", "skip_corrupt_images")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -33,6 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train_split = config_dict.placeholder(str)
     c.eval_split = config_dict.placeholder(str)
     c.image_size = config_dict.placeholder(int)
+    c.data_mode = config_dict.placeholder(str)  # TFDS: auto | memory | stream (data/sources.py)
+    c.folder_labels = config_dict.placeholder(str)  # folders: auto | subfolders | none
+    c.skip_corrupt_images = config_dict.placeholder(bool)  # folders: skip unreadable files
     c.crop_area_min = 0.08  # training crop area range (crop_area_min, 1), as in the paper
     c.train_augment = True  # random crop + flip for training; False: the eval preprocessing
     c.label_fraction = 1.0  # fine-tune on this fraction of the labels (stratified, seeded)
@@ -43,7 +47,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.ft_proj_selector = 0  # 0 = h; k = after projection-head layer k (fine-tune only)
     c.fine_tune_after_block = -1  # -1 trains all; 0 freezes the stem; k freezes blocks 1..k
     c.zero_init_classifier = True  # the official zero_init_logits_layer
-    c.cache_features = False  # linear eval: compute frozen features once (no augmentation)
+    # Linear eval: compute frozen features once (no augmentation), on the devices and written to
+    # <workdir>/features/ (reused by a rerun); kNN: also cache them there.
+    c.cache_features = False
+    # Linear eval with cache_features: select among these learning rates x weight decays
+    # (empty: config.learning_rate / weight_decay) on the last hparam_val_fraction of
+    # train_split, then train the chosen one on all of it; e.g. (0.01, 0.1, 1.0).
+    c.hparam_learning_rates = ()
+    c.hparam_weight_decays = ()
+    c.hparam_val_fraction = 0.01  # train[:99%] / train[99%:]
     # Optimisation.
     c.batch_size = 256  # global
     c.eval_batch_size = 256  # global; the last batch is padded and masked (exact metrics)
@@ -62,6 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Bookkeeping.
     c.seed = 0
     c.log_every_steps = 100
+    # Linear eval / fine-tune: save the classifier's train state every this many steps (and on
+    # SIGTERM, and at the end); a rerun resumes from it. 0: only on SIGTERM and at the end.
+    c.checkpoint_every_steps = 1000
     return c
 
 
@@ -118,3 +133,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     require(c.lars_trust_coefficient > 0, "lars_trust_coefficient",
             f"must be > 0, got {c.lars_trust_coefficient}")
     require(c.seed >= 0, "seed", f"must be >= 0, got {c.seed}")
+    require(c.checkpoint_every_steps >= 0, "checkpoint_every_steps",
+            f"must be >= 0, got {c.checkpoint_every_steps}")
+    require(0 < c.hparam_val_fraction < 1, "hparam_val_fraction",
+            f"must be in (0, 1), got {c.hparam_val_fraction} (0.01 holds out train[99%:])")
+    for key in ("hparam_learning_rates", "hparam_weight_decays"):
+        values = c[key]
+        require(isinstance(values, (tuple, list)) and all(
+            isinstance(v, (int, float)) and v >= 0 for v in values), key,
+            f"must be a tuple of numbers >= 0, e.g. --config.{key}='(0.1, 0.3, 1.0)', "
+            f"got {values!r}")

@@ -1,12 +1,17 @@
-"""Host-side input of the evaluation jobs: supervised training batches and exact eval passes.
+"""Host-side input of the evaluation jobs: supervised training batches and exact eval passes,
+streamed from any Source (data/sources.py): TFDS splits in memory or as TFRecords, image files.
 
-Training: random resized crop + flip (augment/crop.py, the pretraining crop) or the eval
-preprocessing, in a seeded order per epoch with stateless crops keyed by the example's position
-in the global stream, as in pretraining. Evaluation: the official centre crop (87.5% of the
-shorter side, then bicubic resize; the whole image at 32 px or less, CIFAR), fused with the JPEG
-decode for encoded images (tf_image.center_crop_resize). A split is read exactly once, the last
-global batch padded and masked, so metrics summed over `mask` are exact on any number of devices
-and processes.
+No split is materialised: training reads the examples of each global batch as pretraining does
+(`pretrain_input.examples`: a seeded permutation per epoch for random-access sources, the
+process's TFRecord shard for streamed ones), so it is deterministic and resumes from the step
+number. Training preprocessing is the official one for fine-tuning and linear evaluation: the
+random resized crop of the full-resolution image (augment/crop.py, the pretraining crop; for
+JPEGs only the window is decoded) + flip, resized to image_size, keyed by the example's position
+in the global stream; or the eval preprocessing (train_augment=False). Evaluation: the official
+centre crop (87.5% of the shorter side, then bicubic resize; the whole image at 32 px or less,
+CIFAR), fused with the JPEG decode for encoded images (tf_image.center_crop_resize). A split is
+read exactly once, the last global batch padded and masked, so metrics summed over `mask` are
+exact on any number of devices and processes.
 
 Random-access sources use `eval_positions` (global batch g holds examples g*B .. g*B+B-1;
 process p its block of B/P rows). Streamed sources read their process's shard
@@ -21,47 +26,63 @@ import numpy as np
 import tensorflow as tf
 
 from simclr_jax.augment import crop, tf_image
-from simclr_jax.data import pretrain_input, streaming
+from simclr_jax.data import folders, pretrain_input, streaming
 from simclr_jax.data.sources import Source
-from simclr_jax.data.splits import ArraySplit
+from simclr_jax.errors import UserError
 
 TRAIN_SEED_SALT = 0xE7A1  # crops of supervised training: another stream than pretraining's
 
 
-def _labels(split: ArraySplit) -> np.ndarray:
-    return split.labels if split.labels is not None else np.zeros(len(split), np.int32)
-
-
-def train_dataset(split: ArraySplit, *, seed: int, global_batch: int, image_size: int,
+def train_dataset(source: Source, *, seed: int, global_batch: int, image_size: int,
                   crop_area_min: float, augment: bool = True, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
-    """Endless stream of this process's rows of each global batch: {'image', 'label'}.
+    """Endless stream of this process's rows of each global batch from `start_step`:
+    {'image' uint8 (b, S, S, 3), 'label' int32, 'position' int64 (in the global stream)}.
 
-    The example order is pretrain_input.stream_indices (seeded permutation per epoch), so a job that
-    trains on cached features with the same seed sees the same examples in the same order.
+    The order is that of pretrain_input.examples (for random-access sources the seeded
+    permutation per epoch of pretrain_input.stream_indices), so a job that trains on cached
+    features with the same seed sees the same examples in the same order.
     """
     local = global_batch // process_count
-    images, labels = tf.constant(split.images), tf.constant(_labels(split))
-    indices = tf.data.Dataset.from_generator(
-        lambda: pretrain_input.stream_indices(seed, len(split), global_batch, start_step,
-                                              process_index, process_count),
-        output_signature=(tf.TensorSpec((local,), tf.int64), tf.TensorSpec((local,), tf.int64)))
+    read = pretrain_input.load(source)
+    base = tf.constant([seed, TRAIN_SEED_SALT], tf.int64)
 
-    def example(idx, pos):
-        image = tf.gather(images, idx)
+    def example(x, label, pos):
+        image, label = read(x, label)
         if augment:
-            key = tf.random.experimental.stateless_fold_in(
-                tf.constant([seed, TRAIN_SEED_SALT], tf.int64), pos)
-            image = crop.crop_and_flip(image, key, image_size, crop_area_min)
+            image = crop.crop_and_flip(image, tf_image.fold(base, pos), image_size,
+                                       crop_area_min)
         else:
             image = tf_image.center_crop_resize(image, image_size)
-        return {"image": image, "label": tf.gather(labels, idx)}
+        return {"image": image, "label": label, "position": pos}
 
-    ds = indices.unbatch().map(example, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = pretrain_input.examples(source, seed=seed, global_batch=global_batch,
+                                 start_step=start_step, process_index=process_index,
+                                 process_count=process_count)
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = True
+    options.deterministic = True  # resuming depends on the order
     return ds.with_options(options)
+
+
+def train_batches(source: Source, *, seed: int, global_batch: int, start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1, **kwargs
+                  ) -> Iterator[dict[str, np.ndarray]]:
+    """train_dataset as numpy batches; an unreadable image becomes a UserError naming it."""
+    ds = train_dataset(source, seed=seed, global_batch=global_batch, start_step=start_step,
+                       process_index=process_index, process_count=process_count, **kwargs)
+    it, step = ds.as_numpy_iterator(), start_step
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:  # deterministic order: the failure is in this batch
+            raise pretrain_input.read_failure(source, seed, global_batch, step, process_index,
+                                              process_count, e) from None
+        yield batch
+        step += 1
 
 
 def eval_positions(num_examples: int, global_batch: int, process_index: int = 0,
@@ -77,25 +98,6 @@ def eval_positions(num_examples: int, global_batch: int, process_index: int = 0,
            + np.arange(local)[None, :])
     mask = pos < num_examples
     return np.where(mask, pos, 0), mask
-
-
-def eval_batches(split: ArraySplit, *, global_batch: int, image_size: int,
-                 process_index: int = 0, process_count: int = 1
-                 ) -> Iterator[dict[str, np.ndarray]]:
-    """One pass over `split`: {'image' uint8, 'label' int32, 'mask' bool} per global batch."""
-    idx, mask = eval_positions(len(split), global_batch, process_index, process_count)
-    local = idx.shape[1]
-    images, labels = tf.constant(split.images), tf.constant(_labels(split))
-    ds = tf.data.Dataset.from_tensor_slices((idx.reshape(-1), mask.reshape(-1)))
-    ds = ds.map(lambda i, m: {"image": tf_image.center_crop_resize(tf.gather(images, i),
-                                                                   image_size),
-                              "label": tf.gather(labels, i), "mask": m},
-                num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(local).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options).as_numpy_iterator()
-
 
 
 def num_batches(num_examples: int, global_batch: int) -> int:
@@ -144,3 +146,36 @@ def eval_dataset(source: Source, *, image_size: int, global_batch: int, process_
     options = tf.data.Options()
     options.deterministic = True
     return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def eval_batches(source: Source, *, image_size: int, global_batch: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """eval_dataset as numpy batches; an unreadable image becomes a UserError naming it."""
+    ds = eval_dataset(source, image_size=image_size, global_batch=global_batch,
+                      process_index=process_index, process_count=process_count)
+    it, b = ds.as_numpy_iterator(), 0
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:
+            raise _eval_failure(source, b, global_batch, process_index, process_count,
+                                e) from None
+        yield batch
+        b += 1
+
+
+def _eval_failure(source: Source, b: int, global_batch: int, process_index: int,
+                  process_count: int, error: tf.errors.OpError) -> UserError:
+    """The error for a failed eval batch `b`: names the unreadable file when it is one."""
+    message = error.message.strip().splitlines()[-1] if error.message else type(error).__name__
+    if source.files is not None:
+        idx, mask = eval_positions(len(source), global_batch, process_index, process_count)
+        found = folders.first_unreadable(source.files[idx[b][mask[b]]])
+        if found:
+            return UserError(
+                f"cannot read image file {found[0]} ({found[1]}): evaluation reads every image "
+                f"of {source.name}; remove or replace it, or set "
+                f"config.skip_corrupt_images=True to skip unreadable files")
+    return UserError(f"reading {source.name} failed in evaluation batch {b}: {message}")

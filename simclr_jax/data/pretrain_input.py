@@ -149,7 +149,7 @@ def load(source: Source):
         return lambda record, label: source.stream.parse(record)
     if source.files is not None:
         return lambda path, label: (tf.io.read_file(path), label)
-    return lambda image, label: (image, label)
+    return lambda image, label: (image, label)  # decoded arrays or encoded bytes in memory
 
 
 def pretrain_dataset(source: Source | ArraySplit, config: ml_collections.ConfigDict, *,
@@ -178,13 +178,14 @@ def pretrain_dataset(source: Source | ArraySplit, config: ml_collections.ConfigD
     return ds.with_options(options)
 
 
-def _failure(source: Source, config, step: int, process_index: int, process_count: int,
-             error: tf.errors.OpError) -> UserError:
-    """The error to report when reading the batch of `step` failed: names the bad file."""
+def read_failure(source: Source, seed: int, global_batch: int, step: int, process_index: int,
+                 process_count: int, error: tf.errors.OpError) -> UserError:
+    """The error to report when reading the batch of `step` (of the stream of `examples`)
+    failed: names the bad file."""
     message = error.message.strip().splitlines()[-1] if error.message else type(error).__name__
     if source.files is not None:
-        idx, _ = next(stream_indices(config.seed, len(source), config.batch_size, step,
-                                     process_index, process_count))
+        idx, _ = next(stream_indices(seed, len(source), global_batch, step, process_index,
+                                     process_count))
         found = folders.first_unreadable(source.files[idx])
         if found:
             return UserError(
@@ -206,6 +207,7 @@ def pretrain_batches(source: Source, config: ml_collections.ConfigDict, *, start
         except StopIteration:
             return
         except tf.errors.OpError as e:  # deterministic order: the failure is in this batch
-            raise _failure(source, config, step, process_index, process_count, e) from None
+            raise read_failure(source, config.seed, config.batch_size, step, process_index,
+                               process_count, e) from None
         yield batch
         step += 1

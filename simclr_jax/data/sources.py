@@ -9,6 +9,8 @@
     /1pct, large or variable-size     (data/streaming.py)              shard)
     folder:/path/to/root              image files (data/folders.py)    random (files)
     skimage_photos                    scikit-image's sample photos     random (files)
+    a subset of a streamed split      its encoded records, in memory   random (encoded)
+    (data/subsets.py)
 
 `config.data_mode` ('auto', 'memory', 'stream') overrides the TFDS choice. Random-access sources
 give every process its rows of the same global batches (a pure function of seed and step, on any
@@ -37,15 +39,17 @@ SKIMAGE_FILES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """One split as the input pipelines read it. Exactly one of images / files / stream."""
+    """One split as the input pipelines read it. Exactly one of images / files / encoded /
+    stream."""
 
     name: str  # for messages, e.g. 'cifar10:train[:95%]'
     num_examples: int  # per epoch, over all processes
     num_classes: int = 0  # 0 when unlabelled
     images: np.ndarray | None = None  # decoded uint8 (N, H, W, 3)
     files: np.ndarray | None = None  # encoded image files (N,)
-    labels: np.ndarray | None = None  # int32 (N,) for images / files
+    labels: np.ndarray | None = None  # int32 (N,) for images / files / encoded
     stream: streaming.TfdsStream | None = None  # this process's shard, read sequentially
+    encoded: np.ndarray | None = None  # encoded image bytes (N,) held in memory
 
     def __len__(self) -> int:
         return self.num_examples
@@ -56,10 +60,23 @@ class Source:
 
     def fetch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(decoded images or file paths, labels) of the examples `idx` (random access)."""
-        data = self.images if self.images is not None else self.files
+        data = next(d for d in (self.images, self.files, self.encoded) if d is not None)
         labels = (self.labels[idx] if self.labels is not None
                   else np.zeros(len(idx), np.int32))
         return data[idx], labels
+
+
+def subset(source: Source, idx: np.ndarray, name: str) -> Source:
+    """The examples `idx` of a random-access source (in this order), named `name`."""
+    if not source.random_access:
+        raise ValueError("subset() needs a random-access source")
+
+    def pick(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[idx]
+
+    return dataclasses.replace(source, name=name, num_examples=len(idx),
+                               images=pick(source.images), files=pick(source.files),
+                               encoded=pick(source.encoded), labels=pick(source.labels))
 
 
 def _keys(builder: tfds.core.DatasetBuilder) -> tuple[str, str | None]:
@@ -100,7 +117,7 @@ def _tfds_source(config, split, process_index, process_count, for_eval) -> Sourc
     num_classes = builder.info.features[label_key].num_classes if label_key else 0
     shape = builder.info.features[image_key].shape
     fixed = None not in shape[:2]
-    mode = config.get("data_mode", "auto")
+    mode = config.get("data_mode") or "auto"  # None: an eval config that inherited nothing
     if mode == "auto":
         fits = fixed and num_examples * shape[0] * shape[1] * 3 <= IN_MEMORY_MAX_BYTES
         mode = "memory" if fits else "stream"
@@ -148,8 +165,8 @@ def open_source(config: ml_collections.ConfigDict, split: str, *, process_index:
     if folders.is_folder(name):
         root = name[len(folders.PREFIX):]
         found = folders.open_split(
-            root, split, labels=config.get("folder_labels", "auto"),
-            skip_corrupt=config.get("skip_corrupt_images", False),
+            root, split, labels=config.get("folder_labels") or "auto",
+            skip_corrupt=bool(config.get("skip_corrupt_images")),
             cache_dir=config.data_dir, process_index=process_index,
             process_count=process_count)
         return Source(name=f"{name}:{split}", num_examples=len(found.files),

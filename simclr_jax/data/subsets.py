@@ -1,15 +1,18 @@
 """Label-fraction subsets for semi-supervised fine-tuning (1% / 10% of the labels).
 
 ImageNet uses the paper's fixed subsets (TFDS `imagenet2012_subset/1pct` and `/10pct`, the image
-lists of the official code); every other dataset gets a stratified subset drawn from the seed.
+lists of the official code), streamed like any large split; every other dataset gets a
+stratified subset drawn from the seed: the chosen rows of a random-access source (in-memory
+arrays, image files), or, for a streamed split, the chosen records' encoded bytes read into
+memory (a fraction of the split's TFRecord bytes, at most sources.IN_MEMORY_MAX_BYTES).
 """
 
-import dataclasses
-
+import ml_collections
 import numpy as np
+import tensorflow as tf
 
-from simclr_jax.data import splits
-from simclr_jax.data.splits import ArraySplit
+from simclr_jax.data import sources, streaming
+from simclr_jax.data.sources import Source
 from simclr_jax.errors import UserError
 
 IMAGENET_SUBSETS = {0.01: "imagenet2012_subset/1pct", 0.1: "imagenet2012_subset/10pct"}
@@ -36,21 +39,57 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     return np.sort(np.concatenate(chosen))
 
 
-def subset(split: ArraySplit, indices: np.ndarray) -> ArraySplit:
-    """The examples of `split` at `indices`."""
-    labels = split.labels[indices] if split.labels is not None else None
-    return dataclasses.replace(split, images=split.images[indices], labels=labels)
+def official_subset(config: ml_collections.ConfigDict, split: str) -> str | None:
+    """The TFDS dataset of the official ImageNet label subset this config asks for, if any."""
+    if (config.dataset == "imagenet2012" and split == "train"
+            and config.label_fraction in IMAGENET_SUBSETS):
+        return IMAGENET_SUBSETS[config.label_fraction]
+    return None
 
 
-def load_train_split(dataset: str, split: str, data_dir: str | None, fraction: float,
-                     seed: int) -> ArraySplit:
-    """The training split at `fraction` of its labels (the whole split when fraction is 1)."""
-    if dataset == "imagenet2012" and fraction in IMAGENET_SUBSETS and split == "train":
-        return splits.load_split(IMAGENET_SUBSETS[fraction], "train", data_dir)
-    full = splits.load_split(dataset, split, data_dir)
+def _stream_subset(source: Source, config: ml_collections.ConfigDict, split: str,
+                   name: str) -> Source:
+    """The stratified subset of a streamed split as encoded records held in memory."""
+    whole = sources.open_source(config, split, for_eval=True).stream  # every shard, in order
+    records = streaming.eval_records(whole).map(whole.parse,
+                                                num_parallel_calls=tf.data.AUTOTUNE)
+    labels = np.fromiter((y for _, y in records.map(lambda x, y: (0, y)).as_numpy_iterator()),
+                         np.int32)
+    idx = stratified_indices(labels, config.label_fraction, config.seed)
+    keep = np.zeros(len(labels), bool)
+    keep[idx] = True
+    encoded, total = [], 0
+    for i, (image, _) in enumerate(records.as_numpy_iterator()):
+        if keep[i]:
+            encoded.append(image)
+            total += len(image)
+            if total > sources.IN_MEMORY_MAX_BYTES:
+                raise UserError(
+                    f"config.label_fraction={config.label_fraction} of the streamed split "
+                    f"{source.name} is over {sources.IN_MEMORY_MAX_BYTES >> 30} GB of encoded "
+                    f"images: prepare the subset as its own dataset (a TFDS builder or an image "
+                    f"folder) and evaluate on it with label_fraction=1")
+    return Source(name=name, num_examples=len(idx), num_classes=source.num_classes,
+                  encoded=np.array(encoded, dtype=object), labels=labels[idx])
+
+
+def train_source(config: ml_collections.ConfigDict, split: str, *, process_index: int = 0,
+                 process_count: int = 1, for_eval: bool = False) -> Source:
+    """The training split at config.label_fraction of its labels (all of it at 1)."""
+    fraction = config.label_fraction
+    if subset_name := official_subset(config, split):
+        official = ml_collections.ConfigDict(config.to_dict())
+        official.dataset = subset_name
+        return sources.open_source(official, "train", process_index=process_index,
+                                   process_count=process_count, for_eval=for_eval)
+    full = sources.open_source(config, split, process_index=process_index,
+                               process_count=process_count, for_eval=for_eval)
     if fraction == 1:
         return full
-    if full.labels is None:
+    if full.num_classes == 0:
         raise UserError(f"config.label_fraction={fraction} needs labels, but split {split!r} "
-                        f"of dataset {dataset!r} has none")
-    return subset(full, stratified_indices(full.labels, fraction, seed))
+                        f"of dataset {config.dataset!r} has none")
+    name = f"{full.name} ({fraction:g} of the labels)"
+    if not full.random_access:
+        return _stream_subset(full, config, split, name)
+    return sources.subset(full, stratified_indices(full.labels, fraction, config.seed), name)

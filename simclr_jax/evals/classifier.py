@@ -7,7 +7,6 @@ encoder frozen (fine_tune_after_block=4, as in the official code).
 """
 
 import re
-import time
 from functools import partial
 
 import flax.linen as nn
@@ -19,9 +18,9 @@ import optax
 from simclr_jax.core import optim, parallel
 from simclr_jax.core.train import TrainState
 from simclr_jax.data import eval_input
-from simclr_jax.data.splits import ArraySplit
+from simclr_jax.data.sources import Source
 from simclr_jax.errors import UserError
-from simclr_jax.evals import jobs
+from simclr_jax.evals import jobs, loop
 from simclr_jax.evals.pretrained import Pretrained
 from simclr_jax.models import ProjectionHead, ResNet
 
@@ -133,9 +132,11 @@ def build_classifier(pre: Pretrained, config: ml_collections.ConfigDict, num_cla
     return model, variables
 
 
-def train_classifier(pre: Pretrained, config: ml_collections.ConfigDict, train: ArraySplit,
-                     mesh, writer) -> tuple[Classifier, TrainState]:
-    """Trains the classifier (and the unfrozen encoder) on `train`; returns the model and state."""
+def train_classifier(pre: Pretrained, config: ml_collections.ConfigDict, train: Source,
+                     mesh, writer, *, workdir: str | None = None
+                     ) -> tuple[Classifier, TrainState]:
+    """Trains the classifier (and the unfrozen encoder) on `train`, streamed; returns the model
+    and state. With `workdir` the state is checkpointed there and resumed (evals/loop.py)."""
     model, variables = build_classifier(pre, config, train.num_classes, mesh)
     steps_per_epoch, num_steps = optim.total_steps(config, len(train))
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
@@ -148,40 +149,24 @@ def train_classifier(pre: Pretrained, config: ml_collections.ConfigDict, train: 
                     out_shardings=parallel.replicated(mesh))(variables)
     step_fn = jax.jit(partial(train_step, model=model, tx=tx, schedule=schedule),
                       out_shardings=parallel.replicated(mesh))
-    data = eval_input.train_dataset(
-        train, seed=config.seed, global_batch=config.batch_size, image_size=config.image_size,
-        crop_area_min=config.crop_area_min, augment=config.train_augment,
-        process_index=jax.process_index(), process_count=jax.process_count())
-    batches = parallel.prefetch_to_mesh(data.as_numpy_iterator(), mesh)
-    state = run_steps(zip(range(1, num_steps + 1), batches, strict=False), state, step_fn,
-                      config, pre.step, writer)
+
+    def batches(start_step: int):
+        data = eval_input.train_batches(
+            train, seed=config.seed, global_batch=config.batch_size,
+            image_size=config.image_size, crop_area_min=config.crop_area_min,
+            augment=config.train_augment, start_step=start_step,
+            process_index=jax.process_index(), process_count=jax.process_count())
+        return parallel.prefetch_to_mesh(data, mesh, drop=("position",))
+
+    directory = (loop.state_dir(workdir, pre.step, "classifier") if workdir is not None
+                 else None)
+    state = loop.train(state, step_fn, batches, num_steps, config=config,
+                       checkpoint_step=pre.step, writer=writer, directory=directory,
+                       wanted=loop.identity(config, pre.path))
     return model, state
 
 
-def run_steps(steps, state, step_fn, config, checkpoint_step: int, writer):
-    """Runs step_fn over (step, batch) pairs, logging means every log_every_steps."""
-    history, t0 = [], time.time()
-    step = 0
-    for step, batch in steps:
-        state, metrics = step_fn(state, batch)
-        history.append(metrics)
-        if step % config.log_every_steps == 0:
-            write_means(writer, step, jax.device_get(history), checkpoint_step, t0)
-            history, t0 = [], time.time()
-    if history:
-        write_means(writer, step, jax.device_get(history), checkpoint_step, t0)
-    return state
-
-
-def write_means(writer, step: int, history: list[dict], checkpoint_step: int, t0: float):
-    """One metrics row: the mean of each metric since the last row, tagged with the checkpoint."""
-    row = {k: sum(float(m[k]) for m in history) / len(history) for k in history[0]}
-    row["checkpoint_step"] = checkpoint_step
-    row["steps_per_sec"] = len(history) / max(time.time() - t0, 1e-9)
-    writer.write_scalars(step, row)  # clu's default writer also logs it to the console
-
-
-def eval_classifier(model: Classifier, state: TrainState, config, test: ArraySplit, mesh
+def eval_classifier(model: Classifier, state: TrainState, config, test: Source, mesh
                     ) -> dict:
     """Exact top-1 / top-5 / loss of the trained classifier on `test` (eval preprocessing)."""
     apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
@@ -192,7 +177,7 @@ def eval_classifier(model: Classifier, state: TrainState, config, test: ArraySpl
                                          image_size=config.image_size,
                                          process_index=jax.process_index(),
                                          process_count=jax.process_count()):
-            g = parallel.global_batch(mesh, b)
+            g = parallel.global_batch(mesh, {k: b[k] for k in ("image", "label", "mask")})
             yield apply(variables, g["image"]), g["label"], g["mask"]
 
     return jobs.topk_metrics(batches())

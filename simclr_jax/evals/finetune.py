@@ -1,6 +1,6 @@
 """Fine-tuning: the classifier on h (or on a projection-head layer), the encoder trainable after
 `fine_tune_after_block`, on all or a fraction of the labels (evals/classifier.py does the
-training; the command is simclr_jax/finetune.py)."""
+training, streamed, checkpointed and resumable; the command is simclr_jax/finetune.py)."""
 
 import ml_collections
 
@@ -8,16 +8,19 @@ from simclr_jax.evals import classifier, jobs
 from simclr_jax.evals.pretrained import Pretrained
 
 
-def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer) -> dict:
+def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
+             workdir: str | None = None) -> dict:
     """Fine-tunes from `pre` and evaluates on config.eval_split."""
-    train, test = jobs.load_splits(config, "fine-tuning")
-    model, state = classifier.train_classifier(pre, config, train, mesh, writer)
-    metrics = classifier.eval_classifier(model, state, config, test, mesh)
+    splits = jobs.load_splits(config, "fine-tuning")
+    model, state = classifier.train_classifier(pre, config, splits.train, mesh, writer,
+                                               workdir=workdir)
+    metrics = classifier.eval_classifier(model, state, config, splits.test, mesh)
     writer.write_scalars(int(state.step), {
         "top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
         "checkpoint_step": pre.step})
     return {"top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
-            "num_eval_examples": metrics["num_examples"], "num_train_examples": len(train),
+            "num_eval_examples": metrics["num_examples"],
+            "num_train_examples": len(splits.train_eval),
             "label_fraction": config.label_fraction, "train_steps": int(state.step)}
 
 

@@ -1,7 +1,8 @@
-"""What the evaluation jobs share: the checkpoints to evaluate (--wait), config and data, frozen
-features, exact top-k metrics over padded batches, results.json and the one-line summary."""
+"""What the evaluation jobs share: the checkpoints to evaluate (--wait), config and data (streamed
+Sources, never materialised), feature caches, exact top-k metrics over padded batches,
+results.json, preemption and the one-line summary."""
 
-import functools
+import dataclasses
 import json
 import os
 import time
@@ -18,14 +19,15 @@ from jax.experimental import multihost_utils
 
 from simclr_jax import eval_config
 from simclr_jax.core import checkpointing, metric_io, optim, parallel, workdir_lock
-from simclr_jax.data import builders, eval_input, subsets
-from simclr_jax.data.splits import ArraySplit
+from simclr_jax.data import builders, sources, subsets
+from simclr_jax.data.sources import Source
 from simclr_jax.errors import UserError
-from simclr_jax.evals import pretrained
+from simclr_jax.evals import features, loop, pretrained
 from simclr_jax.evals.pretrained import Pretrained
 
-# (pretrained, resolved config, mesh, writer) -> results of one checkpoint
-EvaluateFn = Callable[[Pretrained, ml_collections.ConfigDict, jax.sharding.Mesh, object], dict]
+# (pretrained, resolved config, mesh, writer, eval workdir) -> results of one checkpoint
+EvaluateFn = Callable[[Pretrained, ml_collections.ConfigDict, jax.sharding.Mesh, object, str],
+                      dict]
 
 
 # ---- Which checkpoints -------------------------------------------------------------------------
@@ -102,67 +104,60 @@ def resolve_config(config: ml_collections.ConfigDict,
     return resolved
 
 
-@functools.lru_cache(maxsize=4)
-def _load(dataset: str, split: str, data_dir: str | None, fraction: float, seed: int
-          ) -> ArraySplit:
-    return subsets.load_train_split(dataset, split, data_dir, fraction, seed)
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The Sources of one evaluation: `train` for training (at config.label_fraction; a
+    streamed split: this process's equal shard), `train_eval` the same examples for one exact
+    pass (the same object unless streamed), `test` (config.eval_split, exact passes)."""
+
+    train: Source
+    train_eval: Source
+    test: Source
 
 
-def load_splits(config: ml_collections.ConfigDict, job: str) -> tuple[ArraySplit, ArraySplit]:
-    """(training split at config.label_fraction, eval split); both must have labels."""
-    train = _load(config.dataset, config.train_split, config.data_dir, config.label_fraction,
-                  config.seed)
-    test = _load(config.dataset, config.eval_split, config.data_dir, 1.0, config.seed)
+def load_splits(config: ml_collections.ConfigDict, job: str) -> Splits:
+    """The evaluation's splits, opened (not read); both must have labels."""
+    where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
+    # Process 0 first: the first use of an embedded dataset prepares it in data_dir.
+    train = parallel.process_0_first(
+        lambda: subsets.train_source(config, config.train_split, **where))
+    train_eval = (train if train.random_access else
+                  subsets.train_source(config, config.train_split, for_eval=True, **where))
+    test = sources.open_source(config, config.eval_split, for_eval=True, **where)
     for name, split in ((config.train_split, train), (config.eval_split, test)):
-        if split.labels is None:
+        if split.num_classes == 0:
             raise UserError(
                 f"split {name!r} of dataset {config.dataset!r} has no labels: {job} needs a "
                 f"labelled dataset (set config.dataset / config.train_split / config.eval_split)")
-    return train, test
+    return Splits(train=train, train_eval=train_eval, test=test)
 
 
-# ---- Features and metrics ----------------------------------------------------------------------
+def feature_cache(workdir: str | None, config: ml_collections.ConfigDict, pre: Pretrained,
+                  which: str) -> features.CacheSpec | None:
+    """The on-disk cache of the 'train' or 'eval' split's features (None without a workdir)."""
+    if workdir is None:
+        return None
+    train = which == "train"
+    data = {"dataset": config.dataset, "data_dir": config.data_dir,
+            "split": config.train_split if train else config.eval_split,
+            "label_fraction": config.label_fraction if train else 1.0,
+            "subset_seed": config.seed if train and config.label_fraction < 1 else None,
+            "image_size": config.image_size, "folder_labels": config.get("folder_labels"),
+            "skip_corrupt_images": config.get("skip_corrupt_images")}
+    return features.cache_spec(workdir, which, pre, data)
+
+
+# ---- Metrics -----------------------------------------------------------------------------------
 
 def to_host(x: jax.Array) -> np.ndarray:
-    """A global array's full value on this host."""
+    """A global array's full value on this host (small arrays: metrics, tests)."""
     if jax.process_count() == 1:
         return np.asarray(x)
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def features(pre: Pretrained, split: ArraySplit, image_size: int, global_batch: int,
-             mesh: jax.sharding.Mesh) -> np.ndarray:
-    """h (float32, N x width) of every example of `split`, eval preprocessing, BN in inference."""
-    fn = _feature_fn(pre.module)
-    out = []
-    for batch in eval_input.eval_batches(split, global_batch=global_batch,
-                                         image_size=image_size,
-                                         process_index=jax.process_index(),
-                                         process_count=jax.process_count()):
-        images = parallel.global_batch(mesh, {"image": batch["image"]})["image"]
-        out.append(to_host(fn(pre.variables, images)))
-    # Padding only ever fills the tail of the last global batch.
-    return np.concatenate(out)[:len(split)]
-
-
-@functools.lru_cache(maxsize=8)
-def _feature_fn(module) -> Callable:
-    return jax.jit(lambda v, x: module.apply(v, x.astype(jnp.float32) / 255.0,
-                                             train=False).astype(jnp.float32))
-
-
-def host_batches(arrays: dict[str, np.ndarray], global_batch: int, mesh: jax.sharding.Mesh
-                 ) -> Iterator[dict[str, jax.Array]]:
-    """Global batches of host arrays (same rows on every process), padded and masked."""
-    n = len(next(iter(arrays.values())))
-    idx, mask = eval_input.eval_positions(n, global_batch, jax.process_index(),
-                                          jax.process_count())
-    for i, m in zip(idx, mask, strict=True):
-        yield parallel.global_batch(mesh, {**{k: v[i] for k, v in arrays.items()}, "mask": m})
-
-
-@functools.partial(jax.jit, static_argnames="with_loss")
-def _metric_sums(scores, labels, mask, with_loss=True):
+def metric_sums(scores, labels, mask, with_loss=True) -> dict[str, jax.Array]:
+    """Masked sums of top-1 / top-5 hits (and cross-entropy) of one batch (traceable)."""
     k = min(5, scores.shape[-1])
     top = jax.lax.top_k(scores, k)[1]
     mask = mask.astype(jnp.float32)
@@ -175,17 +170,26 @@ def _metric_sums(scores, labels, mask, with_loss=True):
     return sums
 
 
-def topk_metrics(batches: Iterable[tuple[jax.Array, jax.Array, jax.Array]], with_loss=True
-                 ) -> dict[str, float]:
-    """Exact top-1 / top-5 (and mean cross-entropy) over (scores, labels, mask) batches."""
+_metric_sums = jax.jit(metric_sums, static_argnames="with_loss")
+
+
+def topk_sums_to_metrics(sums: Iterable[dict[str, jax.Array]]) -> dict[str, float]:
+    """Per-batch metric_sums -> exact means over every unmasked example (+ 'num_examples')."""
     total: dict[str, float] = {}
-    for scores, labels, mask in batches:
-        for key, value in jax.device_get(_metric_sums(scores, labels, mask, with_loss)).items():
+    for batch in sums:
+        for key, value in jax.device_get(batch).items():
             total[key] = total.get(key, 0.0) + float(value)
     count = total.pop("count")
     out = {key: value / count for key, value in total.items()}
     out["num_examples"] = int(count)
     return out
+
+
+def topk_metrics(batches: Iterable[tuple[jax.Array, jax.Array, jax.Array]], with_loss=True
+                 ) -> dict[str, float]:
+    """Exact top-1 / top-5 (and mean cross-entropy) over (scores, labels, mask) batches."""
+    return topk_sums_to_metrics(_metric_sums(scores, labels, mask, with_loss=with_loss)
+                                for scores, labels, mask in batches)
 
 
 # ---- Results and the command line --------------------------------------------------------------
@@ -222,17 +226,26 @@ def _evaluate_checkpoints(job, config, workdir, evaluate, mesh, *, wait, wait_ti
                     "width_multiplier": config.width_multiplier}
     history: list[dict] = []
     results: dict = {}
-    for step_dir in checkpoints(config.pretrained, wait, wait_timeout_s):
-        pre = pretrained.load(step_dir, mesh=mesh, with_head=with_head, architecture=architecture)
-        resolved = resolve_config(config, pre.config)
-        results = {"job": job, "pretrained": step_dir, "checkpoint_step": pre.step,
-                   **evaluate(pre, resolved, mesh, writer)}
-        history.append(results)
-        writer.flush()
+    try:
+        for step_dir in checkpoints(config.pretrained, wait, wait_timeout_s):
+            pre = pretrained.load(step_dir, mesh=mesh, with_head=with_head,
+                                  architecture=architecture)
+            resolved = resolve_config(config, pre.config)
+            results = {"job": job, "pretrained": step_dir, "checkpoint_step": pre.step,
+                       **evaluate(pre, resolved, mesh, writer, workdir)}
+            history.append(results)
+            writer.flush()
+            if jax.process_index() == 0:
+                doc = {**results, "config": resolved.to_dict(),
+                       "pretrain_config": pre.config.to_dict(), "history": history}
+                (epath.Path(workdir) / "results.json").write_text(json.dumps(doc, indent=1)
+                                                                  + "\n")
+                print(summary_line(job, results, workdir), flush=True)
+    except loop.Preempted as notice:
+        logging.warning("%s: %s", job, notice)
         if jax.process_index() == 0:
-            doc = {**results, "config": resolved.to_dict(), "pretrain_config": pre.config.to_dict(),
-                   "history": history}
-            (epath.Path(workdir) / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
-            print(summary_line(job, results, workdir), flush=True)
-    writer.close()
+            print(f"{job}: {notice}", flush=True)
+        results = {"job": job, "preempted_at_step": notice.step}
+    finally:
+        writer.close()
     return results

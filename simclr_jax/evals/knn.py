@@ -5,21 +5,30 @@ its k nearest neighbours vote for their class with weight exp(sim / T) (k=200, T
 default). Inside pretraining, `config.knn_every_steps` logs knn_top1 / knn_top5 with the other
 metrics. No training, no augmentation: a cheap, hyperparameter-free read of the encoder. The
 command is simclr_jax/knn.py.
+
+At scale the bank of training features stays sharded over the devices (evals/features.py: each
+device holds N / devices rows); each device scores a batch of queries against its rows, keeping
+a running top-k as it scans them, and the devices' top-k are merged (all-gather of k candidates
+per query and device, then the top-k of those). Memory per device: the bank shard plus
+queries x (k + rows per bank batch) similarities; no host ever holds the bank.
 """
 
+import functools
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from simclr_jax.core import parallel
 from simclr_jax.core.losses import l2_normalize
-from simclr_jax.data import splits
-from simclr_jax.data.splits import ArraySplit
+from simclr_jax.core.parallel import DATA_AXIS
+from simclr_jax.data import sources
+from simclr_jax.data.sources import Source
 from simclr_jax.errors import UserError
-from simclr_jax.evals import jobs
+from simclr_jax.evals import features, jobs
+from simclr_jax.evals.features import BANK_SPEC, Bank
 from simclr_jax.evals.pretrained import Pretrained
 from simclr_jax.models.simclr import build_encoder
 
@@ -27,66 +36,125 @@ from simclr_jax.models.simclr import build_encoder
 @partial(jax.jit, static_argnames=("num_classes", "k", "temperature"))
 def knn_scores(queries: jnp.ndarray, bank: jnp.ndarray, bank_labels: jnp.ndarray, *,
                num_classes: int, k: int, temperature: float) -> jnp.ndarray:
-    """Class scores (B, C): sum of exp(cos / T) over each query's k most similar bank rows."""
+    """Class scores (B, C): sum of exp(cos / T) over each query's k most similar bank rows
+    (one dense bank: the sweeps' small in-memory splits)."""
     sim = l2_normalize(queries) @ l2_normalize(bank).T
     top_sim, top_idx = jax.lax.top_k(sim, min(k, bank.shape[0]))
     votes = jax.nn.one_hot(bank_labels[top_idx], num_classes, dtype=jnp.float32)
     return jnp.einsum("bk,bkc->bc", jnp.exp(top_sim / temperature), votes)
 
 
-def knn_metrics(train_h: np.ndarray, train_labels: np.ndarray, test_h: np.ndarray,
-                test_labels: np.ndarray, *, num_classes: int, k: int, temperature: float,
-                global_batch: int, mesh: jax.sharding.Mesh) -> dict[str, float]:
-    """Exact kNN top-1 / top-5 of the test features against the training features."""
-    replicated = parallel.replicated(mesh)
-    bank = jax.device_put(train_h, replicated)
-    labels = jax.device_put(train_labels, replicated)
-    batches = jobs.host_batches({"h": test_h, "label": test_labels}, global_batch, mesh)
-    metrics = jobs.topk_metrics(
-        ((knn_scores(b["h"], bank, labels, num_classes=num_classes, k=k,
-                     temperature=temperature), b["label"], b["mask"]) for b in batches),
-        with_loss=False)
+def _local_scores(queries, bank, labels, mask, *, num_classes: int, k: int,
+                  temperature: float):
+    """Per device: its queries (Q/D, d) -> their class scores, against every device's rows."""
+    q = l2_normalize(jax.lax.all_gather(queries, DATA_AXIS, tiled=True))  # (Q, d)
+
+    def scan_batch(best, rows):  # running top-k over this device's rows, one bank batch at a time
+        h, y, m = rows
+        sim = jnp.where(m[None, :], q @ l2_normalize(h).T, -jnp.inf)
+        s = jnp.concatenate([best[0], sim], axis=1)
+        lab = jnp.concatenate([best[1], jnp.broadcast_to(y, sim.shape)], axis=1)
+        s, i = jax.lax.top_k(s, k)
+        return (s, jnp.take_along_axis(lab, i, axis=1)), None
+
+    init = (jnp.full((q.shape[0], k), -jnp.inf), jnp.zeros((q.shape[0], k), jnp.int32))
+    init = jax.lax.pcast(init, (DATA_AXIS,), to="varying")  # the carry differs per device
+    (s, lab), _ = jax.lax.scan(scan_batch, init, (bank, labels, mask))
+    s = jax.lax.all_gather(s, DATA_AXIS, axis=1, tiled=True)  # (Q, D * k): every device's
+    lab = jax.lax.all_gather(lab, DATA_AXIS, axis=1, tiled=True)
+    s, i = jax.lax.top_k(s, k)
+    votes = jax.nn.one_hot(jnp.take_along_axis(lab, i, axis=1), num_classes, dtype=jnp.float32)
+    scores = jnp.einsum("qk,qkc->qc", jnp.exp(s / temperature), votes)  # exp(-inf) = 0
+    rows = queries.shape[0]
+    return jax.lax.dynamic_slice_in_dim(scores, jax.lax.axis_index(DATA_AXIS) * rows, rows)
+
+
+@functools.lru_cache(maxsize=8)
+def _batch_sums_fn(mesh, num_classes: int, k: int, temperature: float):
+    """fn(train bank arrays, test bank arrays, b) -> exact top-1 / top-5 sums of test batch b."""
+    score = jax.shard_map(partial(_local_scores, num_classes=num_classes, k=k,
+                                  temperature=temperature), mesh=mesh,
+                          in_specs=(P(DATA_AXIS), BANK_SPEC, BANK_SPEC, BANK_SPEC),
+                          out_specs=P(DATA_AXIS))
+
+    def sums(bank, labels, mask, test_h, test_labels, test_mask, b):
+        scores = score(test_h[b], bank, labels, mask)
+        return jobs.metric_sums(scores, test_labels[b], test_mask[b], with_loss=False)
+
+    return jax.jit(sums)
+
+
+def bank_metrics(train: Bank, test: Bank, *, k: int, temperature: float, mesh
+                 ) -> dict[str, float]:
+    """Exact kNN top-1 / top-5 of every test example against the sharded training bank."""
+    k = min(k, train.num_examples)
+    fn = _batch_sums_fn(mesh, train.num_classes, k, temperature)
+    args = (train.features, train.labels, train.mask, test.features, test.labels, test.mask)
+    fn.lower(*args, 0).compile()
+    features.multihost_sync("simclr_jax.knn_compiled")  # gloo gives up on a compiling peer
+    metrics = jobs.topk_sums_to_metrics(fn(*args, b) for b in range(test.index.shape[0]))
     return {"knn_top1": metrics["top1"], "knn_top5": metrics["top5"],
             "num_eval_examples": metrics["num_examples"]}
 
 
-def knn_eval(pre: Pretrained, train: ArraySplit, test: ArraySplit, *, image_size: int,
-             k: int, temperature: float, global_batch: int, mesh) -> dict[str, float]:
+def knn_metrics(train_h, train_labels, test_h, test_labels, *, num_classes: int, k: int,
+                temperature: float, global_batch: int, mesh) -> dict[str, float]:
+    """bank_metrics of features given on every host (train_h: N x d numpy, ...)."""
+    train = features.from_host(train_h, train_labels, num_classes, global_batch, mesh)
+    test = features.from_host(test_h, test_labels, num_classes, global_batch, mesh)
+    return bank_metrics(train, test, k=k, temperature=temperature, mesh=mesh)
+
+
+def knn_eval(pre: Pretrained, train: Source, test: Source, *, image_size: int, k: int,
+             temperature: float, global_batch: int, mesh,
+             caches: tuple[features.CacheSpec | None, features.CacheSpec | None] = (None, None)
+             ) -> dict[str, float]:
     """kNN accuracy of `pre`'s h on `test`, the bank being `train` (eval preprocessing)."""
-    train_h = jobs.features(pre, train, image_size, global_batch, mesh)
-    test_h = jobs.features(pre, test, image_size, global_batch, mesh)
-    return knn_metrics(train_h, train.labels, test_h, test.labels, num_classes=train.num_classes,
-                       k=k, temperature=temperature, global_batch=global_batch, mesh=mesh)
+    banks = [features.compute(pre, source, image_size=image_size, global_batch=global_batch,
+                              mesh=mesh, cache=cache)
+             for source, cache in zip((train, test), caches, strict=True)]
+    return bank_metrics(*banks, k=k, temperature=temperature, mesh=mesh)
 
 
-def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer) -> dict:
-    """jobs.EvaluateFn of the kNN job: one metrics row at the checkpoint's step."""
-    train, test = jobs.load_splits(config, "kNN evaluation")
-    results = knn_eval(pre, train, test, image_size=config.image_size, k=config.knn_k,
-                       temperature=config.knn_temperature,
-                       global_batch=config.eval_batch_size, mesh=mesh)
+def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
+             workdir: str | None = None) -> dict:
+    """jobs.EvaluateFn of the kNN job: one metrics row at the checkpoint's step (with
+    config.cache_features, the features are cached in `workdir` as linear evaluation does)."""
+    splits = jobs.load_splits(config, "kNN evaluation")
+    caches = ((jobs.feature_cache(workdir, config, pre, "train"),
+               jobs.feature_cache(workdir, config, pre, "eval"))
+              if config.cache_features else (None, None))
+    results = knn_eval(pre, splits.train_eval, splits.test, image_size=config.image_size,
+                       k=config.knn_k, temperature=config.knn_temperature,
+                       global_batch=config.eval_batch_size, mesh=mesh, caches=caches)
     writer.write_scalars(pre.step, {"knn_top1": results["knn_top1"],
                                     "knn_top5": results["knn_top5"]})
-    return {**results, "num_train_examples": len(train)}
+    return {**results, "num_train_examples": len(splits.train_eval)}
 
 
 class Monitor:
     """kNN accuracy of the encoder being pretrained: core.train.train_and_evaluate's monitor.
 
-    The bank is the pretraining split (unaugmented), the queries config.eval_split.
+    The bank is the pretraining split (unaugmented), the queries config.eval_split; both are
+    streamed through the encoder at every evaluation, never held in host memory.
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, train, mesh):
-        # The pretraining split serves as the bank when it is held in memory (any object with
-        # images / labels / num_classes); a streamed one is read into memory here.
-        if getattr(train, "images", None) is None:
-            train = splits.load_split(config.dataset, config.train_split, config.data_dir)
-        test = splits.load_split(config.dataset, config.eval_split, config.data_dir)
-        if train.labels is None or test.labels is None:
+    def __init__(self, config: ml_collections.ConfigDict, train: Source, mesh):
+        def open_split(split: str) -> Source:
+            return sources.open_source(config, split, process_index=jax.process_index(),
+                                       process_count=jax.process_count(), for_eval=True)
+
+        # A random-access pretraining split is the whole split on every process: the bank as
+        # it is. A streamed one is this process's equal shard: reopened for an exact pass.
+        if not (isinstance(train, Source) and train.random_access):
+            train = open_split(config.train_split)
+        test = open_split(config.eval_split)
+        if train.num_classes == 0 or test.num_classes == 0:
             raise UserError(f"config.knn_every_steps={config.knn_every_steps} needs labels, but "
                             f"dataset {config.dataset!r} has none: set config.knn_every_steps=0")
         self.config, self.train, self.test, self.mesh = config, train, test, mesh
         self.encoder = build_encoder(config)
+        parallel.check_global_batch(config.batch_size, mesh)
 
     def __call__(self, state) -> dict[str, float]:
         """{'knn_top1', 'knn_top5'} of the encoder in `state` (a core.train.TrainState)."""
@@ -106,4 +174,3 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, wait: bool = False,
     """The kNN job (library entry point)."""
     return jobs.run_job("knn", config, workdir, evaluate, wait=wait,
                         wait_timeout_s=wait_timeout_s)
-

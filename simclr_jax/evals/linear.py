@@ -1,23 +1,18 @@
 """Linear evaluation: a linear classifier on the frozen encoder's h (BN in inference mode).
 
-Training augments with random crop + flip (config.train_augment). With
-config.cache_features=True, h is computed once per example (eval preprocessing, no augmentation)
-and the classifier trains on those cached features: the same result as train_augment=False,
-without a forward pass of the encoder per step. The command is simclr_jax/linear_eval.py.
+Training augments with random crop of the full-resolution image + flip (config.train_augment),
+the images streamed (evals/classifier.py). With config.cache_features=True, h is computed once
+per example (eval preprocessing, no augmentation) and the classifier trains on those cached
+features (evals/linear_cached.py): the same result as train_augment=False without a forward pass
+of the encoder per step, and hyper-parameter selection over config.hparam_learning_rates /
+hparam_weight_decays. The command is simclr_jax/linear_eval.py.
 """
 
-from functools import partial
-
-import jax
-import jax.numpy as jnp
 import ml_collections
 
-from simclr_jax.core import optim, parallel
 from simclr_jax.core.train import TrainState
-from simclr_jax.data import pretrain_input
-from simclr_jax.data.splits import ArraySplit
-from simclr_jax.evals import classifier, jobs
-from simclr_jax.evals.classifier import Classifier
+from simclr_jax.errors import UserError
+from simclr_jax.evals import classifier, jobs, linear_cached
 from simclr_jax.evals.pretrained import Pretrained
 
 
@@ -29,69 +24,35 @@ def linear_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     return config
 
 
-def train_cached(pre: Pretrained, config: ml_collections.ConfigDict, train: ArraySplit, mesh,
-                 writer) -> tuple[Classifier, TrainState]:
-    """The linear classifier trained on h computed once; same order, init and optimiser as
-    classifier.train_classifier, so without augmentation both give the same classifier."""
-    feats = jobs.features(pre, train, config.image_size, config.eval_batch_size, mesh)
-    model = Classifier(None, None, train.num_classes, frozen_encoder=True,
-                       zero_init=config.zero_init_classifier)
-    # Flax derives init keys from module paths: with the same seed, the layer "classifier"
-    # starts exactly as in the full model, also when it is not zero-initialised.
-    h = jnp.zeros((1, feats.shape[1]))
-    params = jax.jit(lambda k: model.init(k, h, train=False)["params"],
-                     out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
-    steps_per_epoch, num_steps = optim.total_steps(config, len(train))
-    schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
-    tx = classifier.build_tx(config, schedule, jax.tree_util.tree_map(lambda _: True, params))
-    state = jax.jit(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,
-                                         batch_stats={}, opt_state=tx.init(p)),
-                    out_shardings=parallel.replicated(mesh))(params)
-    step_fn = jax.jit(partial(classifier.train_step, model=model, tx=tx, schedule=schedule),
-                      out_shardings=parallel.replicated(mesh))
-    order = pretrain_input.stream_indices(config.seed, len(train), config.batch_size, 0,
-                                          jax.process_index(), jax.process_count())
-    batches = (parallel.global_batch(mesh, {"image": feats[idx], "label": train.labels[idx]})
-               for idx, _ in order)
-    state = classifier.run_steps(zip(range(1, num_steps + 1), batches, strict=False), state,
-                                 step_fn, config, pre.step, writer)
-    return model, state
-
-
-def eval_cached(model: Classifier, state: TrainState, pre: Pretrained, config,
-                test: ArraySplit, mesh) -> dict:
-    """Exact metrics of the classifier on the test split's h (computed once)."""
-    feats = jobs.features(pre, test, config.image_size, config.eval_batch_size, mesh)
-    apply = jax.jit(lambda p, h: model.apply({"params": p}, h, train=False))
-    batches = jobs.host_batches({"h": feats, "label": test.labels},
-                                config.eval_batch_size, mesh)
-    return jobs.topk_metrics((apply(state.params, b["h"]), b["label"], b["mask"])
-                             for b in batches)
-
-
-def train_and_eval(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer
-                   ) -> tuple[dict, TrainState]:
-    """Linear evaluation of `pre`: (results, the final train state incl. the frozen encoder)."""
+def train_and_eval(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
+                   workdir: str | None = None) -> tuple[dict, TrainState]:
+    """Linear evaluation of `pre`: (results, the final train state). With `workdir`, the
+    classifier's state is checkpointed and resumed there, and cached features written there."""
     config = linear_config(config)
-    train, test = jobs.load_splits(config, "linear evaluation")
+    splits = jobs.load_splits(config, "linear evaluation")
     if config.cache_features:
-        model, state = train_cached(pre, config, train, mesh, writer)
-        metrics = eval_cached(model, state, pre, config, test, mesh)
+        results, state = linear_cached.train_and_eval(pre, config, splits, mesh, writer, workdir)
     else:
-        model, state = classifier.train_classifier(pre, config, train, mesh, writer)
-        metrics = classifier.eval_classifier(model, state, config, test, mesh)
+        if len(linear_cached.candidates(config)) > 1:
+            raise UserError("config.hparam_learning_rates / hparam_weight_decays select on "
+                            "cached features: set config.cache_features=True")
+        model, state = classifier.train_classifier(pre, config, splits.train, mesh, writer,
+                                                   workdir=workdir)
+        metrics = classifier.eval_classifier(model, state, config, splits.test, mesh)
+        results = {"top1": metrics["top1"], "top5": metrics["top5"],
+                   "eval_loss": metrics["loss"], "num_eval_examples": metrics["num_examples"],
+                   "num_train_examples": len(splits.train_eval),
+                   "train_steps": int(state.step)}
     writer.write_scalars(int(state.step), {
-        "top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
+        "top1": results["top1"], "top5": results["top5"], "eval_loss": results["eval_loss"],
         "checkpoint_step": pre.step})
-    results = {"top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
-               "num_eval_examples": metrics["num_examples"], "num_train_examples": len(train),
-               "train_steps": int(state.step)}
     return results, state
 
 
-def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer) -> dict:
+def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
+             workdir: str | None = None) -> dict:
     """jobs.EvaluateFn of this job."""
-    return train_and_eval(pre, config, mesh, writer)[0]
+    return train_and_eval(pre, config, mesh, writer, workdir)[0]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, wait: bool = False,
@@ -99,4 +60,3 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, wait: bool = False,
     """The linear evaluation job (library entry point)."""
     return jobs.run_job("linear_eval", config, workdir, evaluate, wait=wait,
                         wait_timeout_s=wait_timeout_s)
-

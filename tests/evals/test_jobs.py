@@ -95,8 +95,8 @@ def test_cached_features_train_the_same_classifier_as_unaugmented_training(run, 
 def test_finetune_changes_the_encoder_and_freezes_blocks_up_to_fine_tune_after_block(run, setup):
     pre, config, mesh, writer = setup("finetune", label_fraction=1.0,
                                        fine_tune_after_block=2)
-    train_split, _ = jobs.load_splits(config, "fine-tuning")
-    _, state = classifier.train_classifier(pre, config, train_split, mesh, writer)
+    splits = jobs.load_splits(config, "fine-tuning")
+    _, state = classifier.train_classifier(pre, config, splits.train, mesh, writer)
     changed = _changed(pre.variables["params"], state.params["encoder"])
     frozen = {k: v for k, v in changed.items()
               if k.startswith(("['stem", "['block1_", "['block2_"))}

@@ -25,8 +25,9 @@ def test_pretrained_encoder_beats_random_init_by_a_clear_margin(tmp_path, tfds_d
                           ("random", pretrained.random_init(pre, seed=pre.seed, mesh=mesh))):
         config = jobs.resolve_config(ev, encoder.config)
         results, _ = linear.train_and_eval(encoder, config, mesh, writer)
-        train_split, test_split = jobs.load_splits(config, "kNN")
-        neighbours = knn.knn_eval(encoder, train_split, test_split, image_size=config.image_size,
+        splits = jobs.load_splits(config, "kNN")
+        neighbours = knn.knn_eval(encoder, splits.train_eval, splits.test,
+                                  image_size=config.image_size,
                                   k=config.knn_k, temperature=config.knn_temperature,
                                   global_batch=config.eval_batch_size, mesh=mesh)
         got[name] = (results["top1"], neighbours["knn_top1"])
