@@ -44,6 +44,20 @@ def save(mngr: ocp.CheckpointManager, step: int, state, config: ml_collections.C
         config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))), force=True)
 
 
+def saved_config(workdir: str) -> dict | None:
+    """The config saved with the newest finished checkpoint of `workdir` (None if none)."""
+    root = checkpoint_dir(workdir)
+    if not root.is_dir():
+        return None
+    steps = ocp.path.step.checkpoint_steps(root)
+    if not steps:
+        return None
+    try:
+        return dict(ocp.JsonCheckpointHandler().restore(root / str(max(steps)) / "config"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, target):
     """Restores the state saved at `step` into `target` (arrays or ShapeDtypeStructs with
     shardings), so optax state keeps its types and arrays land on the current mesh."""

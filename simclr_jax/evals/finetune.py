@@ -17,7 +17,8 @@ def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer) -
         "top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
         "checkpoint_step": pre.step})
     return {"top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
-            "num_eval_examples": metrics["num_examples"], "num_train_examples": len(train),
+            "num_eval_examples": metrics["num_examples"],
+            "num_train_examples": len(train) if train is not None else 0,
             "label_fraction": config.label_fraction, "train_steps": int(state.step)}
 
 

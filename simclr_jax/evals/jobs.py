@@ -97,13 +97,17 @@ def _load(dataset: str, split: str, data_dir: str | None, fraction: float, seed:
     return subsets.load_train_split(dataset, split, data_dir, fraction, seed)
 
 
-def load_splits(config: ml_collections.ConfigDict, job: str) -> tuple[ArraySplit, ArraySplit]:
-    """(training split at config.label_fraction, eval split); both must have labels."""
-    train = _load(config.dataset, config.train_split, config.data_dir, config.label_fraction,
-                  config.seed)
+def load_splits(config: ml_collections.ConfigDict, job: str
+                ) -> tuple[ArraySplit | None, ArraySplit]:
+    """(training split at config.label_fraction, eval split); both must have labels. With
+    config.num_train_steps=0 (nothing trains) the training split is not read: (None, eval)."""
+    train = None
+    if config.get("num_train_steps", -1) != 0:
+        train = _load(config.dataset, config.train_split, config.data_dir,
+                      config.label_fraction, config.seed)
     test = _load(config.dataset, config.eval_split, config.data_dir, 1.0, config.seed)
     for name, split in ((config.train_split, train), (config.eval_split, test)):
-        if split.labels is None:
+        if split is not None and split.labels is None:
             raise UserError(
                 f"split {name!r} of dataset {config.dataset!r} has no labels: {job} needs a "
                 f"labelled dataset (set config.dataset / config.train_split / config.eval_split)")
@@ -204,7 +208,8 @@ def run_job(job: str, config: ml_collections.ConfigDict, workdir: str, evaluate:
     history: list[dict] = []
     results: dict = {}
     for step_dir in checkpoints(config.pretrained, wait, wait_timeout_s):
-        pre = pretrained.load(step_dir, mesh=mesh, with_head=with_head, architecture=architecture)
+        pre = pretrained.load(step_dir, mesh=mesh, with_head=with_head, architecture=architecture,
+                              with_probe=config.get("classifier_from_probe", False))
         resolved = resolve_config(config, pre.config)
         results = {"job": job, "pretrained": step_dir, "checkpoint_step": pre.step,
                    **evaluate(pre, resolved, mesh, writer)}

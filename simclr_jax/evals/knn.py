@@ -3,8 +3,10 @@
 Each test example's L2-normalised h is compared (cosine) with the h of every training example;
 its k nearest neighbours vote for their class with weight exp(sim / T) (k=200, T=0.1 by
 default). Inside pretraining, `config.knn_every_steps` logs knn_top1 / knn_top5 with the other
-metrics. No training, no augmentation: a cheap, hyperparameter-free read of the encoder. The
-command is simclr_jax/knn.py.
+metrics, and, when the run has an online probe, the probe's probe_eval_top1 / probe_eval_top5
+on the same eval split (as the official TF2 code's eval/label_top_1_accuracy). No training, no
+augmentation: a cheap, hyperparameter-free read of the encoder. The command is
+simclr_jax/knn.py.
 """
 
 from functools import partial
@@ -59,6 +61,20 @@ def knn_eval(pre: Pretrained, train: ArraySplit, test: ArraySplit, *, image_size
                        k=k, temperature=temperature, global_batch=global_batch, mesh=mesh)
 
 
+@jax.jit
+def _probe_logits(probe: dict, h: jnp.ndarray) -> jnp.ndarray:
+    return h.astype(jnp.float32) @ probe["kernel"] + probe["bias"]
+
+
+def probe_metrics(probe: dict, test_h: np.ndarray, test_labels: np.ndarray, *,
+                  global_batch: int, mesh: jax.sharding.Mesh) -> dict[str, float]:
+    """Exact top-1 / top-5 of the online probe (a dense layer on h) on the eval features."""
+    batches = jobs.host_batches({"h": test_h, "label": test_labels}, global_batch, mesh)
+    metrics = jobs.topk_metrics(((_probe_logits(probe, b["h"]), b["label"], b["mask"])
+                                 for b in batches), with_loss=False)
+    return {"probe_eval_top1": metrics["top1"], "probe_eval_top5": metrics["top5"]}
+
+
 def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer) -> dict:
     """jobs.EvaluateFn of the kNN job: one metrics row at the checkpoint's step."""
     train, test = jobs.load_splits(config, "kNN evaluation")
@@ -89,16 +105,24 @@ class Monitor:
         self.encoder = build_encoder(config)
 
     def __call__(self, state) -> dict[str, float]:
-        """{'knn_top1', 'knn_top5'} of the encoder in `state` (a core.train.TrainState)."""
+        """{'knn_top1', 'knn_top5'} of the encoder in `state` (a core.train.TrainState), and
+        {'probe_eval_top1', 'probe_eval_top5'} of its online probe if it has one."""
         c = self.config
         pre = Pretrained(module=self.encoder, width=self.encoder.out_width,
                          step=int(state.step), config=c, path="",
                          variables={"params": state.params["encoder"],
                                     "batch_stats": state.batch_stats["encoder"]})
-        results = knn_eval(pre, self.train, self.test, image_size=c.image_size, k=c.knn_k,
-                           temperature=c.knn_temperature, global_batch=c.batch_size,
-                           mesh=self.mesh)
-        return {"knn_top1": results["knn_top1"], "knn_top5": results["knn_top5"]}
+        train_h = jobs.features(pre, self.train, c.image_size, c.batch_size, self.mesh)
+        test_h = jobs.features(pre, self.test, c.image_size, c.batch_size, self.mesh)
+        results = knn_metrics(train_h, self.train.labels, test_h, self.test.labels,
+                              num_classes=self.train.num_classes, k=c.knn_k,
+                              temperature=c.knn_temperature, global_batch=c.batch_size,
+                              mesh=self.mesh)
+        out = {"knn_top1": results["knn_top1"], "knn_top5": results["knn_top5"]}
+        if "probe" in state.params:
+            out.update(probe_metrics(state.params["probe"], test_h, self.test.labels,
+                                     global_batch=c.batch_size, mesh=self.mesh))
+        return out
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, wait: bool = False,

@@ -33,14 +33,20 @@ def train_cached(pre: Pretrained, config: ml_collections.ConfigDict, train: Arra
                  writer) -> tuple[Classifier, TrainState]:
     """The linear classifier trained on h computed once; same order, init and optimiser as
     classifier.train_classifier, so without augmentation both give the same classifier."""
-    feats = jobs.features(pre, train, config.image_size, config.eval_batch_size, mesh)
-    model = Classifier(None, None, train.num_classes, frozen_encoder=True,
+    num_classes = train.num_classes if train is not None else classifier.probe_classes(pre)
+    model = Classifier(None, None, num_classes, frozen_encoder=True,
                        zero_init=config.zero_init_classifier)
     # Flax derives init keys from module paths: with the same seed, the layer "classifier"
     # starts exactly as in the full model, also when it is not zero-initialised.
-    h = jnp.zeros((1, feats.shape[1]))
+    h = jnp.zeros((1, pre.width))
     params = jax.jit(lambda k: model.init(k, h, train=False)["params"],
                      out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+    if config.classifier_from_probe:
+        params = {**params, "classifier": pre.probe_variables}
+    if config.num_train_steps == 0:
+        return model, TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+                                 opt_state=())
+    feats = jobs.features(pre, train, config.image_size, config.eval_batch_size, mesh)
     steps_per_epoch, num_steps = optim.total_steps(config, len(train))
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
     tx = classifier.build_tx(config, schedule, jax.tree_util.tree_map(lambda _: True, params))
@@ -84,7 +90,8 @@ def train_and_eval(pre: Pretrained, config: ml_collections.ConfigDict, mesh, wri
         "top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
         "checkpoint_step": pre.step})
     results = {"top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
-               "num_eval_examples": metrics["num_examples"], "num_train_examples": len(train),
+               "num_eval_examples": metrics["num_examples"],
+               "num_train_examples": len(train) if train is not None else 0,
                "train_steps": int(state.step)}
     return results, state
 
