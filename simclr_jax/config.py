@@ -6,6 +6,7 @@ default); `get_config('visualize')` is the default of `python -m simclr_jax.visu
 """
 
 import ml_collections
+from absl import logging
 from ml_collections import config_dict
 
 from simclr_jax.augment.color import JITTER_IMPLS
@@ -45,13 +46,17 @@ def with_legacy_defaults(saved: dict | ml_collections.ConfigDict) -> ml_collecti
 
 def resume_config(config: ml_collections.ConfigDict, saved: dict | None
                   ) -> ml_collections.ConfigDict:
-    """The config a run resumes with: `config`, but each LEGACY key that the checkpoint's saved
-    config lacks takes its legacy value (the checkpoint was trained with it)."""
+    """The config a run resumes with: `config`, but each LEGACY key (the network and the
+    objective) as the checkpoint was trained: its saved value, or the legacy one if its saved
+    config predates the key. A run continues as it started."""
     if saved is None:
         return config
     resumed = ml_collections.ConfigDict(config.to_dict())
-    for key, value in LEGACY.items():
-        if key not in saved:
+    for key, legacy in LEGACY.items():
+        value = saved.get(key, legacy)
+        if resumed.get(key) != value:
+            logging.warning("Resuming with config.%s=%r as the checkpoint was trained (the "
+                            "config says %r)", key, value, resumed.get(key))
             resumed[key] = value
     return resumed
 

@@ -32,11 +32,11 @@ def test_reference_network_has_the_official_names_and_shapes(tf1_reference, offi
     assert network == list(official_listing("tf1_r50_1x_sk1_finetune.tsv").items())
 
 
-NETWORKS = {  # tiny widths so each runs in seconds; 64 px: every strided conv pads
+NETWORKS = {  # tiny widths so each runs in seconds; even sizes: every strided conv pads
     "r18_cifar": dict(depth=18, width=0.125, cifar_stem=True, image_size=16, num_classes=10),
-    "r50_se": dict(depth=50, width=0.0625, cifar_stem=False, image_size=64, se_ratio=0.25,
+    "r50_se": dict(depth=50, width=0.0625, cifar_stem=False, image_size=32, se_ratio=0.25,
                    num_classes=5),
-    "r50_sk_ema": dict(depth=50, width=0.0625, cifar_stem=False, image_size=64,
+    "r50_sk_ema": dict(depth=50, width=0.0625, cifar_stem=False, image_size=32,
                        sk_ratio=0.0625, num_proj_layers=2, proj_out_dim=16, ema=True),
 }
 
@@ -91,13 +91,14 @@ def test_eval_jobs_read_the_imported_checkpoint(tmp_path, tfds_dir, tf1_referenc
     assert results["top1"] == pytest.approx(np.mean(ref.logits.argmax(-1) == labels), abs=1e-9)
     assert results["checkpoint_step"] == 1234
     knn_results = knn.run(tiny_eval_config(str(tmp_path / "ours"), "knn", **DIGITS,
-                                           data_dir=tfds_dir), str(tmp_path / "knn"))
+                                           data_dir=tfds_dir, image_size=16),
+                          str(tmp_path / "knn"))
     assert 0 <= knn_results["knn_top1"] <= 1
     ft = finetune.run(tiny_eval_config(str(tmp_path / "ours"), "finetune", **DIGITS,
-                                       data_dir=tfds_dir, num_train_steps=2,
+                                       data_dir=tfds_dir, image_size=16, num_train_steps=1,
                                        optimizer="lars", ft_proj_selector=1),
                       str(tmp_path / "ft"))
-    assert ft["train_steps"] == 2 and 0 <= ft["top1"] <= 1
+    assert ft["train_steps"] == 1 and 0 <= ft["top1"] <= 1
 
 
 def test_command_line_import(tmp_path, tf1_reference, run_job):
@@ -113,6 +114,8 @@ def test_command_line_import(tmp_path, tf1_reference, run_job):
     assert doc["global_step"] == 97657 and doc["variables"] == 119
     again = run_job("import_tf", f"--checkpoint={tmp_path / 'tf'}", f"--workdir={out}")
     assert again.returncode == 2 and "already holds checkpoints" in again.stderr
+    with pytest.raises(UserError, match="has no online probe"):  # no head_supervised here
+        pretrained.load(str(out), with_probe=True)
 
 
 def test_a_checkpoint_missing_a_variable_is_one_error_line(tmp_path, tf1_reference, run_job,
