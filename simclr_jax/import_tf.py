@@ -16,12 +16,17 @@ from absl import flags
 from simclr_jax import cli
 from simclr_jax.evals import tf_import
 
-flags.DEFINE_string("checkpoint", None, "Official TF checkpoint: prefix or directory (local or "
-                    "gs://).", required=True)
-flags.DEFINE_string("workdir", None, "Where to write our checkpoint (empty or new).",
-                    required=True)
-flags.DEFINE_bool("ema", False, "Import the ema_model/ copy instead of the trained weights.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defined when the command runs, not at import (another command's module may be imported
+    into the same process)."""
+    flags.DEFINE_string("checkpoint", None, "Official TF checkpoint: prefix or directory (local "
+                        "or gs://).", required=True)
+    flags.DEFINE_string("workdir", None, "Where to write our checkpoint (empty or new).",
+                        required=True)
+    flags.DEFINE_bool("ema", False, "Import the ema_model/ copy instead of the trained weights.")
 
 
 def _run() -> None:
@@ -35,6 +40,7 @@ def _run() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    define_flags()
     cli.run_command(_run)
 
 
