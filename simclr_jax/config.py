@@ -6,21 +6,59 @@ default); `get_config('visualize')` is the default of `python -m simclr_jax.visu
 """
 
 import ml_collections
+from absl import logging
 from ml_collections import config_dict
 
+from simclr_jax.augment.color import JITTER_IMPLS
 from simclr_jax.augment.ops import DEFAULT as DEFAULT_OPS
 from simclr_jax.augment.ops import parse_ops
-from simclr_jax.core.losses import LOSSES
+from simclr_jax.core.losses import LOSS_REDUCTIONS, LOSSES
 from simclr_jax.core.optim import LR_SCALINGS, OPTIMIZERS
 from simclr_jax.data.folders import LABEL_MODES as FOLDER_LABELS
 from simclr_jax.data.sources import DATA_MODES
 from simclr_jax.errors import UserError, require
 from simclr_jax.models.conv import CONV_IMPLS
 from simclr_jax.models.heads import HEAD_MODES
-from simclr_jax.models.resnet import STAGE_SIZES
+from simclr_jax.models.resnet import PADDINGS, SHORTCUTS, STAGE_SIZES
 from simclr_jax.models.simclr import DTYPES
 
 PLACES = ("device", "host")
+
+# Keys added after checkpoints were first written, with the behaviour those checkpoints were
+# trained with. A saved config that lacks one of them is read with this value (evaluation,
+# downstream loading and resuming), so an old checkpoint keeps its network and its objective;
+# new runs get base_config()'s value, the official behaviour.
+LEGACY = {
+    "conv_padding": "same",  # Flax 'SAME' for strided convs
+    "shortcut": "when_needed",  # identity shortcut where the shapes match
+    "sk_ratio": 0.0,
+    "se_ratio": 0.0,
+    "loss_reduction": "mean",  # NT-Xent averaged over the 2N anchors
+    "color_jitter_impl": "simclrv2",
+}
+
+
+def with_legacy_defaults(saved: dict | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A config read back from a checkpoint, each LEGACY key it lacks set to its legacy value."""
+    saved = saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else dict(saved)
+    return ml_collections.ConfigDict({**LEGACY, **saved})
+
+
+def resume_config(config: ml_collections.ConfigDict, saved: dict | None
+                  ) -> ml_collections.ConfigDict:
+    """The config a run resumes with: `config`, but each LEGACY key (the network and the
+    objective) as the checkpoint was trained: its saved value, or the legacy one if its saved
+    config predates the key. A run continues as it started."""
+    if saved is None:
+        return config
+    resumed = ml_collections.ConfigDict(config.to_dict())
+    for key, legacy in LEGACY.items():
+        value = saved.get(key, legacy)
+        if resumed.get(key) != value:
+            logging.warning("Resuming with config.%s=%r as the checkpoint was trained (the "
+                            "config says %r)", key, value, resumed.get(key))
+            resumed[key] = value
+    return resumed
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -46,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.crop_canvas_size = 0
     # Augmentation on the device (host does crop + flip).
     c.color_jitter_strength = 1.0
+    # Brightness: 'simclrv2' multiplies by U[1-b, 1+b] (the official code, hard-coded there);
+    # 'simclrv1' adds U[-b, b] (the SimCLRv1 code's tf.image.random_brightness).
+    c.color_jitter_impl = "simclrv2"
     c.color_jitter_prob = 0.8
     c.grayscale_prob = 0.2
     c.blur_prob = 0.5  # 0 turns blur off (CIFAR)
@@ -58,6 +99,14 @@ def base_config() -> ml_collections.ConfigDict:
     # Model.
     c.resnet_depth = 50
     c.width_multiplier = 1.0
+    # Official ResNet (models/resnet.py): strided convs pad symmetrically then convolve 'VALID'
+    # ('fixed'; 'same': Flax 'SAME'); a projection shortcut in the first block of every block
+    # group ('every_group'; 'when_needed': only where the shapes change); selective kernels
+    # (SimCLRv2 uses 0.0625, with the ResNet-D stem and avg-pool shortcut) and squeeze-excite.
+    c.conv_padding = "fixed"
+    c.shortcut = "every_group"
+    c.sk_ratio = 0.0
+    c.se_ratio = 0.0
     c.proj_head_mode = "nonlinear"
     c.num_proj_layers = 2  # 2 = SimCLR v1, 3 = v2
     c.proj_out_dim = 128
@@ -67,6 +116,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Loss.
     c.temperature = 0.1
     c.loss = "nt_xent"  # or nt_logistic, margin_triplet (losses.LOSSES)
+    # 'sum': the official objective, mean over view-1 anchors + mean over view-2 anchors (2x the
+    # mean); 'mean': the mean over all 2N anchors (the paper's formula, half the gradient).
+    c.loss_reduction = "sum"
     c.loss_margin = 0.5  # margin_triplet's m, in units of sim / temperature
     c.normalize_embeddings = True  # L2-normalise z before the loss
     # Optimisation.
@@ -134,9 +186,13 @@ def digits_config() -> ml_collections.ConfigDict:
 
 
 def cifar10_config() -> ml_collections.ConfigDict:
-    """The paper's CIFAR-10 recipe (Appendix B.9): ResNet-18 with the CIFAR stem, B=512,
-    tau=0.5, colour strength 0.5, no blur, LARS lr 1.0 x B/256, 1000 epochs (configs/cifar10.py
-    runs it; the sweeps' paper scale starts from it)."""
+    """The official README's CIFAR-10 pretraining command (google-research/simclr README.md,
+    "Pretraining", identical in tf2/README.md): `--train_batch_size=512 --train_epochs=1000
+    --learning_rate=1.0 --weight_decay=1e-4 --temperature=0.5 --dataset=cifar10 --image_size=32
+    --resnet_depth=18 --use_blur=False --color_jitter_strength=0.5`, the other flags at their
+    run.py defaults (LARS, momentum 0.9, linear lr scaling -> 2.0, 10 warmup epochs, 3-layer
+    head of 128 outputs). The README reports about 91% linear evaluation
+    (configs/linear_eval_cifar10.py). configs/cifar10.py runs it; the sweeps start from it."""
     c = base_config()
     c.dataset = "cifar10"
     c.train_split = "train"
@@ -152,7 +208,9 @@ def cifar10_config() -> ml_collections.ConfigDict:
     c.optimizer = "lars"
     c.learning_rate = 1.0
     c.lr_scaling = "linear"
-    c.weight_decay = 1e-6
+    c.weight_decay = 1e-4
+    c.num_proj_layers = 3
+    c.proj_out_dim = 128
     c.log_every_steps = 50
     c.checkpoint_every_steps = 1000
     return c
@@ -162,6 +220,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
     """Raises UserError naming the first bad key, its value and what is expected."""
     require(c.temperature > 0, "temperature", f"must be > 0, got {c.temperature}")
     require(c.loss in LOSSES, "loss", f"must be one of {LOSSES}, got {c.loss!r}")
+    require(c.loss_reduction in LOSS_REDUCTIONS, "loss_reduction",
+            f"must be one of {LOSS_REDUCTIONS}, got {c.loss_reduction!r}")
+    require(c.color_jitter_impl in JITTER_IMPLS, "color_jitter_impl",
+            f"must be one of {JITTER_IMPLS}, got {c.color_jitter_impl!r}")
+    require(c.conv_padding in PADDINGS, "conv_padding",
+            f"must be one of {PADDINGS}, got {c.conv_padding!r}")
+    require(c.shortcut in SHORTCUTS, "shortcut",
+            f"must be one of {SHORTCUTS}, got {c.shortcut!r}")
+    require(c.sk_ratio >= 0, "sk_ratio", f"must be >= 0 (0 = no selective kernels, SimCLRv2: "
+            f"0.0625), got {c.sk_ratio}")
+    require(c.se_ratio >= 0, "se_ratio", f"must be >= 0 (0 = no squeeze-excite), got "
+            f"{c.se_ratio}")
     for key in ("view1_ops", "view2_ops"):
         if c[key] != DEFAULT_OPS:
             try:

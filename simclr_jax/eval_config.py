@@ -18,6 +18,10 @@ from simclr_jax.errors import require
 from simclr_jax.models.resnet import STAGE_SIZES
 
 JOBS = ("linear_eval", "finetune", "knn")
+# BN of the frozen stages (0 <= fine_tune_after_block <= 3): 'batch_stats' as the official TF1
+# code (model.py: only fine_tune_after_block=4 runs the ResNet's BN in inference mode), or
+# 'inference' (their moving statistics, kept as pretrained).
+FROZEN_BN_MODES = ("batch_stats", "inference")
 # Inherited from the pretraining run's config when left at None.
 INHERITED = ("dataset", "data_dir", "train_split", "eval_split", "image_size", "data_mode",
              "folder_labels", "skip_corrupt_images")
@@ -46,7 +50,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Classifier and what it reads.
     c.ft_proj_selector = 0  # 0 = h; k = after projection-head layer k (fine-tune only)
     c.fine_tune_after_block = -1  # -1 trains all; 0 freezes the stem; k freezes blocks 1..k
+    c.frozen_bn = "batch_stats"  # FROZEN_BN_MODES
     c.zero_init_classifier = True  # the official zero_init_logits_layer
+    # Start the classifier from the checkpoint's online probe (an imported official checkpoint:
+    # its head_supervised); with num_train_steps=0 it is evaluated as it is, without training.
+    c.classifier_from_probe = False
     # Linear eval: compute frozen features once (no augmentation), on the devices and written to
     # <workdir>/features/ (reused by a rerun); kNN: also cache them there.
     c.cache_features = False
@@ -60,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.batch_size = 256  # global
     c.eval_batch_size = 256  # global; the last batch is padded and masked (exact metrics)
     c.num_epochs = 100
-    c.num_train_steps = -1  # > 0 overrides num_epochs
+    c.num_train_steps = -1  # > 0 overrides num_epochs; 0 (with classifier_from_probe): no training
     c.warmup_epochs = 0.0
     c.optimizer = "momentum"  # Nesterov momentum; or "lars", "adam"
     c.learning_rate = 0.1
@@ -117,8 +125,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f"must be in (0, 1], got {c.crop_area_min}")
     for key in ("batch_size", "eval_batch_size", "knn_k", "log_every_steps"):
         require(c[key] >= 1, key, f"must be >= 1, got {c[key]}")
-    require(c.num_train_steps > 0 or c.num_epochs > 0, "num_epochs",
+    require(c.num_train_steps != 0 or c.classifier_from_probe, "num_train_steps",
+            "0 (no training) needs config.classifier_from_probe=True (evaluate the checkpoint's "
+            "own classifier); otherwise use num_train_steps > 0 or -1 (num_epochs)")
+    require(c.num_train_steps >= 0 or c.num_epochs > 0, "num_epochs",
             "num_epochs or num_train_steps must be > 0")
+    require(c.frozen_bn in FROZEN_BN_MODES, "frozen_bn",
+            f"must be one of {FROZEN_BN_MODES}, got {c.frozen_bn!r}")
     require(c.knn_temperature > 0, "knn_temperature", f"must be > 0, got {c.knn_temperature}")
     for key in ("learning_rate", "weight_decay", "warmup_epochs"):
         require(c[key] >= 0, key, f"must be >= 0, got {c[key]}")

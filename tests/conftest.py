@@ -182,6 +182,27 @@ def sharded_digits(tmp_path_factory) -> str:
     return data_dir
 
 
+# ---- Official SimCLR facts ---------------------------------------------------------------------
+
+OFFICIAL = ROOT / "tests" / "fixtures" / "official_simclr"
+
+
+def _official_listing(name: str) -> dict[str, tuple[int, ...]]:
+    rows = (OFFICIAL / name).read_text().splitlines()[1:]
+    out = {}
+    for row in rows:
+        var, _, shape = row.partition("\t")
+        out[var] = tuple(int(d) for d in shape.split("x")) if shape not in ("", "scalar") else ()
+    return out
+
+
+@pytest.fixture(scope="session")
+def official_listing() -> Callable[[str], dict[str, tuple[int, ...]]]:
+    """official_listing(file): {variable name: shape} of a listing in
+    tests/fixtures/official_simclr/ (variables written by the official code; see its README)."""
+    return _official_listing
+
+
 # ---- Evaluation --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

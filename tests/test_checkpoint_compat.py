@@ -1,6 +1,8 @@
 """A checkpoint written before the package moved into layers (tests/fixtures/pretrain_v0: the
 embedded digits, ResNet-18 at 1/16 width, 8 px, B=16, 2 steps on 1 device, written by the flat
-layout's main) still restores: as an encoder, for evaluation, and to resume pretraining."""
+layout's main) still restores: as an encoder, for evaluation, and to resume pretraining. Its
+saved config predates the official-architecture keys, so it is read with their legacy values
+(config.LEGACY: 'SAME' padding, identity shortcut in group 1, the mean loss)."""
 
 import shutil
 from pathlib import Path
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from simclr_jax import downstream
+from simclr_jax.config import LEGACY
 from simclr_jax.core import checkpointing, train
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pretrain_v0"
@@ -25,6 +28,9 @@ def old_run(tmp_path) -> Path:
 def test_old_checkpoint_loads_as_an_encoder(old_run):
     enc = downstream.load_encoder(str(old_run))
     assert enc.step == 2 and enc.width == 32  # 512 x 1/16
+    assert (enc.module.padding, enc.module.shortcut) == ("same", "when_needed")
+    assert enc.config.loss_reduction == "mean" and "shortcut_conv" not in \
+        enc.variables["params"]["block1_0"]
     x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
     h = np.asarray(enc.module.apply(enc.variables, x, train=False))
     assert h.shape == (4, 32) and np.isfinite(h).all() and h.std() > 0
@@ -32,14 +38,16 @@ def test_old_checkpoint_loads_as_an_encoder(old_run):
 
 def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
         old_run, tmp_path, tiny_config, metric_rows, run_job, tfds_dir):
-    """On 1 device, as the fixture was written, the new code's 2-step run logs the fixture's
-    losses and saves the fixture's state, bitwise (the same arithmetic: the numbers did not
-    move). Extending both runs by one step here then logs the same step 3, bitwise: the old
-    checkpoint restores into the new train state exactly as a new one does."""
+    """On 1 device, as the fixture was written, the new code's 2-step run with the legacy values
+    of the keys added since (config.LEGACY) logs the fixture's losses and saves the fixture's
+    state, bitwise (the same arithmetic: the numbers did not move). Extending both runs by one
+    step here then logs the same step 3, bitwise: the old checkpoint, extended with today's
+    defaults, resumes with the legacy behaviour of the keys its saved config lacks, exactly as
+    the new one does with the legacy values it saved."""
     fresh = tmp_path / "fresh"
     flags = [f"--config.{k}={v}" for k, v in {
         **ARCHITECTURE, "image_size": 8, "batch_size": 16, "num_train_steps": 2,
-        "log_every_steps": 1, "data_dir": tfds_dir}.items()]
+        "log_every_steps": 1, "data_dir": tfds_dir, **LEGACY}.items()]
     result = run_job("pretrain", f"--workdir={fresh}", *flags, devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
     old_state, new_state = checkpointing.read_numpy(str(old_run)), checkpointing.read_numpy(
@@ -49,8 +57,9 @@ def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
     assert len(old_leaves) == len(new_leaves) > 50
     for path, leaf in old_leaves:
         np.testing.assert_array_equal(leaf, new_leaves[path], err_msg=jax.tree_util.keystr(path))
-    for workdir in (old_run, fresh):
-        train.train_and_evaluate(tiny_config(num_train_steps=3, **ARCHITECTURE), str(workdir))
+    train.train_and_evaluate(tiny_config(num_train_steps=3, **ARCHITECTURE), str(old_run))
+    train.train_and_evaluate(tiny_config(num_train_steps=3, **ARCHITECTURE, **LEGACY),
+                             str(fresh))
     old = {r["step"]: r["loss"] for r in metric_rows(old_run) if "loss" in r}
     new = {r["step"]: r["loss"] for r in metric_rows(fresh) if "loss" in r}
     assert sorted(old) == sorted(new) == [1, 2, 3]

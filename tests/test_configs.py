@@ -8,11 +8,14 @@ import pytest
 
 from simclr_jax import config as pretrain_config
 from simclr_jax import eval_config
+from simclr_jax.core import optim
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRETRAIN = {"default.py": [None], "cifar10.py": ["", "smoke"], "imagenet.py": ["", "local"]}
+PRETRAIN = {"default.py": [None], "cifar10.py": ["", "smoke"], "imagenet.py": ["", "local"],
+            "imagenet_v2.py": ["", "local"]}
 EVAL = {"linear_eval_cifar10.py": [None], "linear_eval_imagenet.py": [None],
-        "finetune_imagenet.py": ["1pct", "10pct"], "finetune_cifar10.py": [None]}
+        "finetune_imagenet.py": ["1pct", "10pct", "v2_1pct", "v2_10pct"],
+        "finetune_cifar10.py": [None]}
 
 
 def load(name: str, variant):
@@ -41,16 +44,40 @@ def test_eval_configs_validate(name, variant):
 
 def test_paper_settings():
     c10 = load("cifar10.py", "")
+    # The official README's CIFAR-10 command (run.py defaults for the rest).
     assert (c10.resnet_depth, c10.batch_size, c10.temperature, c10.color_jitter_strength,
-            c10.blur_prob, c10.num_epochs) == (18, 512, 0.5, 0.5, 0.0, 1000)
-    inet = load("imagenet.py", "")
+            c10.blur_prob, c10.num_epochs, c10.weight_decay, c10.learning_rate, c10.lr_scaling,
+            c10.optimizer, c10.warmup_epochs, c10.num_proj_layers, c10.proj_out_dim) == (
+        18, 512, 0.5, 0.5, 0.0, 1000, 1e-4, 1.0, "linear", "lars", 10.0, 3, 128)
+    assert optim.scaled_learning_rate(c10) == 2.0
+    inet = load("imagenet.py", "")  # the v1 paper's recipe
     assert (inet.resnet_depth, inet.batch_size, inet.temperature, inet.learning_rate,
-            inet.num_epochs) == (50, 4096, 0.1, 0.3, 100)
+            inet.lr_scaling, inet.weight_decay, inet.num_epochs, inet.num_proj_layers,
+            inet.color_jitter_impl) == (50, 4096, 0.1, 0.3, "linear", 1e-6, 100, 2, "simclrv1")
+    v2 = load("imagenet_v2.py", "")  # the official README's ImageNet command
+    assert (v2.resnet_depth, v2.batch_size, v2.temperature, v2.learning_rate, v2.lr_scaling,
+            v2.weight_decay, v2.num_epochs, v2.num_proj_layers, v2.color_jitter_impl,
+            v2.blur_prob, v2.warmup_epochs) == (50, 4096, 0.1, 0.075, "sqrt", 1e-4, 100, 3,
+                                                "simclrv2", 0.5, 10.0)
+    assert optim.scaled_learning_rate(v2) == pytest.approx(4.8) == optim.scaled_learning_rate(
+        inet)
+    for c in (c10, inet, v2):  # the official network and objective
+        assert (c.conv_padding, c.shortcut, c.loss_reduction) == ("fixed", "every_group", "sum")
     lin = load("linear_eval_imagenet.py", None)
-    assert (lin.optimizer, lin.learning_rate, lin.weight_decay, lin.num_epochs) == (
-        "momentum", 0.1, 0.0, 90)
+    assert (lin.optimizer, lin.learning_rate, lin.weight_decay, lin.num_epochs, lin.batch_size,
+            lin.warmup_epochs) == ("momentum", 0.1, 1e-6, 90, 4096, 0.0)
+    lin10 = load("linear_eval_cifar10.py", None)
+    assert (lin10.optimizer, lin10.learning_rate, lin10.weight_decay, lin10.num_epochs,
+            lin10.batch_size, lin10.warmup_epochs, lin10.eval_split) == (
+        "momentum", 0.1, 0.0, 100, 512, 0.0, "test")
     ft1, ft10 = load("finetune_imagenet.py", "1pct"), load("finetune_imagenet.py", "10pct")
     assert (ft1.label_fraction, ft1.num_epochs, ft10.label_fraction, ft10.num_epochs) == (
         0.01, 60, 0.1, 30)
+    v2ft = load("finetune_imagenet.py", "v2_1pct")  # the official README's 1% command
+    assert (v2ft.optimizer, v2ft.learning_rate, v2ft.lr_scaling, v2ft.batch_size,
+            v2ft.num_epochs, v2ft.weight_decay, v2ft.ft_proj_selector,
+            v2ft.fine_tune_after_block, v2ft.label_fraction) == (
+        "lars", 0.005, "sqrt", 1024, 60, 0.0, 1, -1, 0.01)
+    assert optim.scaled_learning_rate(v2ft) == pytest.approx(0.16)
     with pytest.raises(ValueError, match="use one of"):
         load("finetune_imagenet.py", "5pct")

@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "simclr_jax"
 COMMANDS = {"pretrain", "linear_eval", "finetune", "knn", "sweep", "visualize", "plot",
-            "downstream"}
+            "downstream", "import_tf"}
 BASE = {"errors", "config", "eval_config"}
 ALLOWED = {  # layer -> the layers it may import (besides itself and BASE)
     "models": set(),

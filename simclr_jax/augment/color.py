@@ -11,6 +11,9 @@ import numpy as np
 # tf.image.rgb_to_grayscale's weights. numpy, not jnp: a module-level jnp array would start the
 # XLA backend at import, before jax.distributed.initialize may run.
 GREY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
+# Brightness as the official data_util.random_brightness: 'simclrv2' multiplicative (what the
+# official code runs, hard-coded there), 'simclrv1' additive (tf.image.random_brightness).
+JITTER_IMPLS = ("simclrv2", "simclrv1")
 
 def to_grayscale(x: jnp.ndarray) -> jnp.ndarray:
     """RGB -> grey, kept as 3 channels."""
@@ -39,6 +42,15 @@ def adjust_brightness(x, factor):
     """SimCLRv2 brightness: multiplicative."""
     return x * factor
 
+def random_brightness(key: jax.Array, x: jnp.ndarray, b: float, impl: str = "simclrv2"
+                      ) -> jnp.ndarray:
+    """Official random_brightness: x * U[max(0, 1-b), 1+b] ('simclrv2') or x + U[-b, b]
+    ('simclrv1')."""
+    if impl == "simclrv1":
+        return x + jax.random.uniform(key, (), minval=-b, maxval=b)
+    return adjust_brightness(x, jax.random.uniform(key, (), minval=max(0.0, 1 - b),
+                                                   maxval=1 + b))
+
 def adjust_contrast(x, factor):
     """tf.image.adjust_contrast: scale each channel's deviation from its spatial mean."""
     mean = jnp.mean(x, axis=(0, 1), keepdims=True)
@@ -54,16 +66,19 @@ def adjust_hue(x, delta):
     hsv = rgb_to_hsv(x)
     return hsv_to_rgb(hsv.at[..., 0].set((hsv[..., 0] + delta) % 1.0))
 
-def color_jitter(key: jax.Array, x: jnp.ndarray, strength: float) -> jnp.ndarray:
-    """Brightness, contrast, saturation (0.8 s) and hue (0.2 s) in a random order.
+def color_jitter(key: jax.Array, x: jnp.ndarray, strength: float, impl: str = "simclrv2"
+                 ) -> jnp.ndarray:
+    """Brightness (`impl`: see random_brightness), contrast, saturation (0.8 s) and hue (0.2 s)
+    in a random order.
 
     Clipped to [0, 1] after each op, as in the official code.
     """
+    if impl not in JITTER_IMPLS:
+        raise ValueError(f"unknown colour jitter impl {impl!r}; expected one of {JITTER_IMPLS}")
     b, c, s, h = 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength
     k_order, k_b, k_c, k_s, k_h = jax.random.split(key, 5)
     ops = [
-        lambda y: adjust_brightness(y, jax.random.uniform(k_b, (), minval=max(0.0, 1 - b),
-                                                          maxval=1 + b)),
+        lambda y: random_brightness(k_b, y, b, impl),
         lambda y: adjust_contrast(y, jax.random.uniform(k_c, (), minval=max(0.0, 1 - c),
                                                         maxval=1 + c)),
         lambda y: adjust_saturation(y, jax.random.uniform(k_s, (), minval=max(0.0, 1 - s),

@@ -11,23 +11,27 @@ from simclr_jax.augment.color import GREY_WEIGHTS
 from simclr_jax.augment.tf_image import fold
 
 
-def color_jitter(x: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
-    """Brightness, contrast, saturation (0.8 s) and hue (0.2 s) in a random order, clipped to
-    [0, 1] after each op; x is float32 HxWx3 in [0, 1]."""
+def color_jitter(x: tf.Tensor, seed: tf.Tensor, strength: float, impl: str = "simclrv2"
+                 ) -> tf.Tensor:
+    """Brightness (multiplicative for impl='simclrv2', additive for 'simclrv1'), contrast,
+    saturation (0.8 s) and hue (0.2 s) in a random order, clipped to [0, 1] after each op; x is
+    float32 HxWx3 in [0, 1]."""
     b = c = s = 0.8 * strength
     h = 0.2 * strength
 
     def uniform(i: int, low: float, high: float) -> tf.Tensor:
         return tf.random.stateless_uniform([], fold(seed, i), minval=low, maxval=high)
 
-    brightness = uniform(1, max(0.0, 1 - b), 1 + b)
+    additive = impl == "simclrv1"
+    brightness = uniform(1, -b, b) if additive else uniform(1, max(0.0, 1 - b), 1 + b)
     contrast = uniform(2, max(0.0, 1 - c), 1 + c)
     saturation = uniform(3, max(0.0, 1 - s), 1 + s)
     hue = uniform(4, -h, h)
     order = tf.argsort(tf.random.stateless_uniform([4], fold(seed, 0)))
     for slot in range(4):
         x = tf.switch_case(order[slot], [
-            lambda x=x: x * brightness,  # multiplicative, as SimCLRv2 (and augment.py)
+            # as augment/color.py's random_brightness
+            lambda x=x: x + brightness if additive else x * brightness,
             lambda x=x: tf.image.adjust_contrast(x, contrast),
             lambda x=x: tf.image.adjust_saturation(x, saturation),
             lambda x=x: tf.image.adjust_hue(x, hue),
@@ -50,7 +54,8 @@ def gaussian_blur(x: tf.Tensor, seed: tf.Tensor, sigma_range=(0.1, 2.0)) -> tf.T
     return x[0]
 
 def color_augment(view: tf.Tensor, seed: tf.Tensor, strength: float, jitter_prob: float,
-                  grey_prob: float, blur_prob: float) -> tf.Tensor:
+                  grey_prob: float, blur_prob: float, jitter_impl: str = "simclrv2"
+                  ) -> tf.Tensor:
     """What augment.augment_view does on the device, on the host: uint8 view in, uint8 out
     (rounding to uint8 keeps the host->device traffic at one byte per channel)."""
     x = tf.cast(view, tf.float32) / 255.0
@@ -58,8 +63,8 @@ def color_augment(view: tf.Tensor, seed: tf.Tensor, strength: float, jitter_prob
     def draw(i: int) -> tf.Tensor:
         return tf.random.stateless_uniform([], fold(seed, i))
 
-    x = tf.cond(draw(0) < jitter_prob, lambda: color_jitter(x, fold(seed, 1), strength),
-                lambda: x)
+    x = tf.cond(draw(0) < jitter_prob,
+                lambda: color_jitter(x, fold(seed, 1), strength, jitter_impl), lambda: x)
     grey = tf.reduce_sum(x * tf.constant(GREY_WEIGHTS), axis=-1, keepdims=True)
     x = tf.cond(draw(2) < grey_prob, lambda: tf.broadcast_to(grey, tf.shape(x)), lambda: x)
     if blur_prob > 0:

@@ -84,7 +84,8 @@ def _maybe(key: jax.Array, prob: float, op, x: jnp.ndarray) -> jnp.ndarray:
 
 def _jitter(key, x, c):
     return _maybe(key, c.color_jitter_prob,
-                  lambda k, y: color_jitter(k, y, c.color_jitter_strength), x)
+                  lambda k, y: color_jitter(k, y, c.color_jitter_strength,
+                                             c.get("color_jitter_impl", "simclrv2")), x)
 
 
 def _grey(key, x, c):

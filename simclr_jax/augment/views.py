@@ -16,10 +16,11 @@ from simclr_jax.augment.color import color_jitter, to_grayscale
 
 
 def augment_view(key: jax.Array, image: jnp.ndarray, strength: float, jitter_prob: float,
-                 grey_prob: float, blur_prob: float) -> jnp.ndarray:
+                 grey_prob: float, blur_prob: float, jitter_impl: str = "simclrv2"
+                 ) -> jnp.ndarray:
     """The device part of one SimCLR view: [0,1] float image in, [0,1] float image out."""
     k_apply_j, k_j, k_apply_g, k_apply_b, k_b = jax.random.split(key, 5)
-    jittered = color_jitter(k_j, image, strength)
+    jittered = color_jitter(k_j, image, strength, jitter_impl)
     x = jnp.where(jax.random.uniform(k_apply_j) < jitter_prob, jittered, image)
     x = jnp.where(jax.random.uniform(k_apply_g) < grey_prob, to_grayscale(x), x)
     if blur_prob > 0:
@@ -27,12 +28,13 @@ def augment_view(key: jax.Array, image: jnp.ndarray, strength: float, jitter_pro
     return jnp.clip(x, 0.0, 1.0)
 
 def augment_batch(key: jax.Array, images: jnp.ndarray, strength: float, jitter_prob: float = 0.8,
-                  grey_prob: float = 0.2, blur_prob: float = 0.0) -> jnp.ndarray:
+                  grey_prob: float = 0.2, blur_prob: float = 0.0, jitter_impl: str = "simclrv2"
+                  ) -> jnp.ndarray:
     """Augments a uint8 batch (B, H, W, 3); example i uses fold_in(key, i)."""
     x = images.astype(jnp.float32) / 255.0
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(images.shape[0]))
     return jax.vmap(lambda k, im: augment_view(k, im, strength, jitter_prob, grey_prob,
-                                               blur_prob))(keys, x)
+                                               blur_prob, jitter_impl))(keys, x)
 
 
 def augment_views(config: ml_collections.ConfigDict, step: jax.Array,
@@ -48,7 +50,8 @@ def augment_views(config: ml_collections.ConfigDict, step: jax.Array,
     elif ops.uses_default(config):
         views = [augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
                                config.color_jitter_strength, config.color_jitter_prob,
-                               config.grayscale_prob, config.blur_prob)
+                               config.grayscale_prob, config.blur_prob,
+                               config.get("color_jitter_impl", "simclrv2"))
                  for v in (1, 2)]
     else:  # per-view op lists (augmentation ablations); the host did not crop
         views = [ops.augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],

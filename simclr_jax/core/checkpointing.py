@@ -221,6 +221,20 @@ def read_state_metadata(step_dir: epath.Path):
                                    f"{' '.join(str(e).split())[:300]}") from None
 
 
+def saved_config(workdir: str) -> dict | None:
+    """The config saved with the newest finished checkpoint of `workdir` (None if none)."""
+    root = checkpoint_dir(workdir)
+    if not root.is_dir():
+        return None
+    steps = ocp.path.step.checkpoint_steps(root)
+    if not steps:
+        return None
+    try:
+        return dict(ocp.JsonCheckpointHandler().restore(root / str(max(steps)) / "config"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def restore(mngr: ocp.CheckpointManager, step: int, target):
     """Restores the state saved at `step` into `target` (arrays or ShapeDtypeStructs with
     shardings), so optax state keeps its types and arrays land on the current mesh.

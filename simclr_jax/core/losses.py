@@ -3,6 +3,12 @@
 Each device compares its own 2n anchors with the 2N views of the whole (all-gathered) batch, so
 per-device logits are (2n, 2N), never (2N, 2N). all_gather is differentiable (its transpose is a
 reduce-scatter), so gradients flow back to the device that produced each view.
+
+Scale (`reduction`): the official objective (`objective.py`, `add_contrastive_loss`) is
+loss_a + loss_b, the mean over the view-1 anchors plus the mean over the view-2 anchors ('sum',
+the default); 'mean' averages over all 2N anchors, half of it. The scale matters under LARS:
+BN parameters and biases get no trust ratio, so their step scales with it, and the kernels'
+weight decay weighs twice as much against a halved loss.
 """
 
 from functools import partial
@@ -14,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 # A large finite number rather than -inf: exp underflows to 0 and gradients stay NaN-free.
 LARGE_NUM = 1e9
+LOSS_REDUCTIONS = ("sum", "mean")  # official sum of the two directions' means | their mean
 
 
 def l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
@@ -46,21 +53,32 @@ def nt_xent_local(z1: jnp.ndarray, z2: jnp.ndarray, z1_all: jnp.ndarray, z2_all:
 
 
 def contrastive_metrics(logits: jnp.ndarray, labels: jnp.ndarray) -> dict[str, jnp.ndarray]:
-    """Per-anchor top-1 accuracy (positive ranked first) and softmax entropy."""
-    probs = jax.nn.softmax(logits, axis=-1)
-    entropy = -jnp.sum(probs * jnp.log(probs + 1e-12), axis=-1)
-    accuracy = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    """The official contrast_acc / contrast_entropy (TF1 model.py, TF2 metrics.py), per anchor.
+
+    Both read only logits_ab, the view-1 anchors against the (global) view-2 embeddings: acc is
+    whether the anchor's own view 2 is its most similar view 2; entropy is that of
+    softmax(logits_ab), with the official 1e-8 inside the log. `logits` and `labels` are
+    nt_xent_local's: the first half of the rows are the view-1 anchors, and the first N
+    columns of each row are logits_ab.
+    """
+    n, total = logits.shape[0] // 2, logits.shape[1] // 2
+    logits_ab, positives = logits[:n, :total], labels[:n]
+    probs = jax.nn.softmax(logits_ab, axis=-1)
+    entropy = -jnp.sum(probs * jnp.log(probs + 1e-8), axis=-1)
+    accuracy = (jnp.argmax(logits_ab, axis=-1) == positives).astype(jnp.float32)
     return {"contrast_acc": accuracy, "contrast_entropy": entropy}
 
 
 def nt_xent(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float, mesh: Mesh | None = None,
-            axis: str = "data", normalize: bool = True):
-    """Mean NT-Xent over all 2N anchors of the global batch, plus contrastive metrics.
+            axis: str = "data", normalize: bool = True, reduction: str = "sum"):
+    """NT-Xent over the global batch (`reduction`: the official 'sum' of the two directions'
+    means, or their 'mean'), plus contrastive metrics.
 
     Without a mesh the whole batch is one shard. With a mesh, z1/z2 are batch-sharded along
     `axis` and the loss is computed per device with shard_map + all_gather.
     """
-    return contrastive_loss(z1, z2, temperature, mesh, axis, normalize, loss="nt_xent")
+    return contrastive_loss(z1, z2, temperature, mesh, axis, normalize, loss="nt_xent",
+                            reduction=reduction)
 
 
 # --- Alternative losses of the paper's Table 4 (NT-Logistic, margin triplet) -----------------
@@ -102,8 +120,10 @@ def margin_triplet_terms(logits: jnp.ndarray, labels: jnp.ndarray, margin: float
 
 def contrastive_loss(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float,
                      mesh: Mesh | None = None, axis: str = "data", normalize: bool = True,
-                     loss: str = "nt_xent", margin: float = 0.5):
-    """Mean of `loss` (one of LOSSES) over all 2N anchors of the global batch, plus metrics.
+                     loss: str = "nt_xent", margin: float = 0.5, reduction: str = "sum"):
+    """`loss` (one of LOSSES) over the global batch, plus metrics: with reduction='sum' (the
+    official objective) mean over the view-1 anchors + mean over the view-2 anchors, with
+    'mean' the mean over all 2N anchors.
 
     Without a mesh the whole batch is one shard. With a mesh, z1/z2 are batch-sharded along
     `axis`: each device's anchors against the all-gathered views of every device, so per-device
@@ -111,6 +131,10 @@ def contrastive_loss(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float,
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    if reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {LOSS_REDUCTIONS}")
+    # Both directions have n anchors per device, so their sum of means is 2x the mean.
+    scale = 2.0 if reduction == "sum" else 1.0
     if normalize:
         z1, z2 = l2_normalize(z1), l2_normalize(z2)
 
@@ -127,7 +151,7 @@ def contrastive_loss(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float,
         elif loss == "margin_triplet":
             terms = margin_triplet_terms(logits, labels, margin)
         metrics = {k: jnp.mean(v) for k, v in contrastive_metrics(logits, labels).items()}
-        value = jnp.mean(terms)
+        value = scale * jnp.mean(terms)
         if gather:
             # pmean inside the differentiated function: a psum'd loss would scale grads by N.
             value = jax.lax.pmean(value, axis)

@@ -1,6 +1,7 @@
 """Optimisers (optax LARS / SGD-momentum / AdamW), masks and the learning-rate schedule."""
 
 import math
+import re
 
 import jax
 import ml_collections
@@ -35,33 +36,64 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: i
         decay_steps=max(total_steps, warmup + 1), end_value=0.0)
 
 
+# The official code's supervised head (`head_supervised`): the fine-tuning classifier and the
+# online probe of pretraining.
+SUPERVISED_HEADS = ("classifier", "probe")
+
+
+def _names(path) -> list[str]:
+    return [getattr(k, "key", str(k)) for k in path]
+
+
+def _is_batch_norm(names: list[str]) -> bool:
+    """BN scale/bias: 'scale' leaves, and 'bias' leaves of modules named *bn* / BatchNorm*."""
+    module = names[-2] if len(names) > 1 else ""
+    return names[-1] == "scale" or (names[-1] == "bias" and (
+        re.search(r"(^|_)bn\d*$", module) is not None or module.startswith("BatchNorm")))
+
+
 def decay_mask(params) -> dict:
-    """True for the encoder/head kernels; False for BN scales/biases, biases and the probe."""
+    """LARS weight decay (official exclude_from_weight_decay = batch_normalization, bias,
+    head_supervised; the official code then decays head_supervised's kernel through an L2 loss
+    term, which is the same gradient wd * W): True for every kernel, False for BN and biases."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: _names(p)[-1] == "kernel", params)
 
-    def is_decayed(path, _):
-        names = [getattr(k, "key", str(k)) for k in path]
-        return names[-1] == "kernel" and "probe" not in names
 
-    return jax.tree_util.tree_map_with_path(is_decayed, params)
+def trust_ratio_mask(params) -> dict:
+    """LARS trust ratio (official exclude_from_layer_adaptation, the same list): True for the
+    kernels outside the supervised head (classifier / probe); BN, biases and the supervised
+    head get momentum SGD at the full learning rate."""
+
+    def adapted(path, _):
+        names = _names(path)
+        return names[-1] == "kernel" and not set(names) & set(SUPERVISED_HEADS)
+
+    return jax.tree_util.tree_map_with_path(adapted, params)
+
+
+def l2_mask(params) -> dict:
+    """Momentum / Adam weight decay: the official wd * l2_loss over every trainable variable
+    whose name lacks batch_normalization, i.e. kernels and dense/conv biases, not BN."""
+    return jax.tree_util.tree_map_with_path(lambda p, _: not _is_batch_norm(_names(p)), params)
 
 
 def build_optimizer(config: ml_collections.ConfigDict,
                     schedule: optax.Schedule) -> optax.GradientTransformation:
-    """The configured optimiser; decay and LARS trust scaling only where decay_mask is True."""
+    """The configured optimiser, with the official code's weight-decay and trust-ratio rules."""
     if config.optimizer == "lars":
         return optax.lars(schedule, weight_decay=config.weight_decay,
                           weight_decay_mask=decay_mask,
                           trust_coefficient=config.lars_trust_coefficient,
-                          trust_ratio_mask=decay_mask, momentum=config.momentum)
+                          trust_ratio_mask=trust_ratio_mask, momentum=config.momentum)
     if config.optimizer == "momentum":
-        return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+        return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=l2_mask),
                            optax.sgd(schedule, momentum=config.momentum, nesterov=True))
-    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=decay_mask)
+    return optax.adamw(schedule, weight_decay=config.weight_decay, mask=l2_mask)
 
 
-def weight_decay_term(params, weight_decay: float) -> jax.Array:
+def weight_decay_term(params, weight_decay: float, optimizer: str = "lars") -> jax.Array:
     """wd/2 * sum of squared decayed weights: the L2 term the optimiser's decay corresponds to."""
+    mask = decay_mask(params) if optimizer == "lars" else l2_mask(params)
     leaves = jax.tree_util.tree_leaves(
-        jax.tree_util.tree_map(lambda p, m: (p**2).sum() if m else 0.0, params,
-                               decay_mask(params)))
+        jax.tree_util.tree_map(lambda p, m: (p**2).sum() if m else 0.0, params, mask))
     return 0.5 * weight_decay * sum(leaves)

@@ -18,7 +18,7 @@ from clu import periodic_actions
 from etils import epath
 
 from simclr_jax.augment import views
-from simclr_jax.config import validate
+from simclr_jax.config import resume_config, validate
 from simclr_jax.core import (
     checkpointing,
     losses,
@@ -76,7 +76,8 @@ def loss_and_grads(params, batch_stats, x: jnp.ndarray, labels: jnp.ndarray, *, 
         loss, metrics = losses.contrastive_loss(
             z[:, 0], z[:, 1], config.temperature, mesh=mesh,
             normalize=config.get("normalize_embeddings", True),
-            loss=config.get("loss", "nt_xent"), margin=config.get("loss_margin", 0.5))
+            loss=config.get("loss", "nt_xent"), margin=config.get("loss_margin", 0.5),
+            reduction=config.get("loss_reduction", "sum"))
         total = loss
         if logits is not None:
             probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -101,7 +102,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, sch
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["learning_rate"] = schedule(state.step)
-    metrics["weight_decay_term"] = optim.weight_decay_term(state.params, config.weight_decay)
+    metrics["weight_decay_term"] = optim.weight_decay_term(state.params, config.weight_decay,
+                                                           config.optimizer)
     # One cheap reduction, so a step that blows up the weights is never checkpointed.
     metrics["params_finite"] = jnp.all(jnp.array(
         [jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(params)]))
@@ -218,6 +220,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             saved = resume.read_saved_config(checkpointing.checkpoint_dir(workdir) / str(start))
             if saved is not None:
                 resume.check_config(saved, config, start, workdir)
+            # A checkpoint written before a key existed was trained with its legacy behaviour.
+            config = resume_config(config, saved)
         parts = build_training(config, mesh)
         ckpt = checkpointing.Writer(
             checkpointing.checkpoint_manager(workdir, keep=config.keep_checkpoints))

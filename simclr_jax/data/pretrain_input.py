@@ -95,7 +95,8 @@ def host_views(config: ml_collections.ConfigDict):
             if augment_on == "host":
                 view = host.color_augment(
                     view, tf_image.fold(seed, 2), config.color_jitter_strength,
-                    config.color_jitter_prob, config.grayscale_prob, config.blur_prob)
+                    config.color_jitter_prob, config.grayscale_prob, config.blur_prob,
+                    config.get("color_jitter_impl", "simclrv2"))
             out[f"view{v}"] = view
         return out
 

@@ -1,9 +1,12 @@
 """The classifier the linear-eval and fine-tune jobs train on a pretrained encoder.
 
 Encoder f (trainable after `fine_tune_after_block`, or frozen with BN in inference mode),
-optionally head layers 1..ft_proj_selector of g, then a linear layer; trained on the global batch
-with cross-replica BN, as in pretraining. Linear evaluation is this training with the whole
-encoder frozen (fine_tune_after_block=4, as in the official code).
+optionally head layers 1..ft_proj_selector of g, then a linear layer (the official
+`head_supervised`: dense with bias, N(0, 0.01) or zero init); trained on the global batch with
+cross-replica BN, as in pretraining. Linear evaluation is this training with the whole encoder
+frozen (fine_tune_after_block=4, as in the official code). As the official code, gradients stop
+after the last frozen stage, and the frozen stages' BN uses batch statistics unless
+config.frozen_bn='inference'.
 """
 
 import re
@@ -23,6 +26,7 @@ from simclr_jax.errors import UserError
 from simclr_jax.evals import jobs, loop
 from simclr_jax.evals.pretrained import Pretrained
 from simclr_jax.models import ProjectionHead, ResNet
+from simclr_jax.models.heads import dense_init
 
 
 class Classifier(nn.Module):
@@ -38,17 +42,24 @@ class Classifier(nn.Module):
     proj_selector: int = 0
     frozen_encoder: bool = False
     zero_init: bool = True
+    after_block: int = -1  # fine_tune_after_block: stages 0..after_block are frozen
+    frozen_bn_inference: bool = False  # their BN on the moving statistics (else batch stats)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
         h = x
         if self.encoder is not None:
-            h = self.encoder(x.astype(jnp.float32) / 255.0,
-                             train=train and not self.frozen_encoder)
+            x = x.astype(jnp.float32) / 255.0
+            if self.frozen_encoder:
+                h = self.encoder(x, train=False)
+            else:
+                h = self.encoder(x, train=train, stop_gradient_after=self.after_block,
+                                 inference_bn_through=(self.after_block
+                                                       if self.frozen_bn_inference else -1))
         if self.frozen_encoder:
             h = jax.lax.stop_gradient(h)
         feats = self.head(h, train=train)[self.proj_selector] if self.proj_selector else h
-        init = nn.initializers.zeros if self.zero_init else nn.initializers.lecun_normal()
+        init = nn.initializers.zeros if self.zero_init else dense_init
         return nn.Dense(self.num_classes, kernel_init=init, dtype=jnp.float32,
                         name="classifier")(feats.astype(jnp.float32))
 
@@ -111,7 +122,8 @@ def train_step(state: TrainState, batch: dict, *, model: Classifier, tx, schedul
 
 def build_classifier(pre: Pretrained, config: ml_collections.ConfigDict, num_classes: int,
                      mesh) -> tuple[Classifier, dict]:
-    """The classifier model and its variables: pretrained encoder/head, fresh linear layer."""
+    """The classifier model and its variables: pretrained encoder/head, and a fresh linear layer
+    (or, with config.classifier_from_probe, the checkpoint's probe)."""
     selector = config.ft_proj_selector
     layers = 0 if pre.head is None or pre.config.proj_head_mode == "none" else (
         1 if pre.config.proj_head_mode == "linear" else pre.config.num_proj_layers)
@@ -120,7 +132,9 @@ def build_classifier(pre: Pretrained, config: ml_collections.ConfigDict, num_cla
                         f"{layers} layer(s) (proj_head_mode={pre.config.proj_head_mode!r})")
     model = Classifier(pre.module, pre.head if selector else None, num_classes, selector,
                        frozen_encoder=config.fine_tune_after_block >= 4,
-                       zero_init=config.zero_init_classifier)
+                       zero_init=config.zero_init_classifier,
+                       after_block=config.fine_tune_after_block,
+                       frozen_bn_inference=config.get("frozen_bn", "batch_stats") == "inference")
     x = jnp.zeros((1, config.image_size, config.image_size, 3))
     init = jax.jit(lambda k: model.init(k, x, train=False),
                    out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
@@ -129,15 +143,38 @@ def build_classifier(pre: Pretrained, config: ml_collections.ConfigDict, num_cla
         variables[c]["encoder"] = pre.variables[c]
         if selector:
             variables[c]["head"] = pre.head_variables[c]
+    if config.get("classifier_from_probe", False):
+        probe, fresh = pre.probe_variables, variables["params"]["classifier"]
+        shapes = {k: tuple(v.shape) for k, v in probe.items()}
+        if shapes != {k: tuple(v.shape) for k, v in fresh.items()}:
+            raise UserError(
+                f"the checkpoint's probe has shapes {shapes} but the classifier on "
+                f"{'h' if not selector else f'head layer {selector}'} for {num_classes} "
+                f"classes needs {({k: tuple(v.shape) for k, v in fresh.items()})} "
+                f"(config.classifier_from_probe, config.ft_proj_selector)")
+        variables["params"]["classifier"] = probe
     return model, variables
 
 
-def train_classifier(pre: Pretrained, config: ml_collections.ConfigDict, train: Source,
+def probe_classes(pre: Pretrained) -> int:
+    """Number of classes of the checkpoint's probe."""
+    return int(pre.probe_variables["kernel"].shape[-1])
+
+
+def train_classifier(pre: Pretrained, config: ml_collections.ConfigDict, train: Source | None,
                      mesh, writer, *, workdir: str | None = None
                      ) -> tuple[Classifier, TrainState]:
     """Trains the classifier (and the unfrozen encoder) on `train`, streamed; returns the model
-    and state. With `workdir` the state is checkpointed there and resumed (evals/loop.py)."""
-    model, variables = build_classifier(pre, config, train.num_classes, mesh)
+    and state. With `workdir` the state is checkpointed there and resumed (evals/loop.py).
+
+    With config.num_train_steps=0 (and classifier_from_probe) nothing trains and `train` may be
+    None: the state holds the checkpoint's own classifier."""
+    num_classes = train.num_classes if train is not None else probe_classes(pre)
+    model, variables = build_classifier(pre, config, num_classes, mesh)
+    if config.num_train_steps == 0:
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                           batch_stats=variables["batch_stats"], opt_state=())
+        return model, state
     steps_per_epoch, num_steps = optim.total_steps(config, len(train))
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
     mask = trainable_mask(variables["params"], config.fine_tune_after_block,

@@ -20,7 +20,7 @@ def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
         "checkpoint_step": pre.step})
     return {"top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
             "num_eval_examples": metrics["num_examples"],
-            "num_train_examples": len(splits.train_eval),
+            "num_train_examples": jobs.num_train_examples(splits),
             "label_fraction": config.label_fraction, "train_steps": int(state.step)}
 
 

@@ -110,22 +110,32 @@ class Splits:
     streamed split: this process's equal shard), `train_eval` the same examples for one exact
     pass (the same object unless streamed), `test` (config.eval_split, exact passes)."""
 
-    train: Source
-    train_eval: Source
+    train: Source | None  # None: config.num_train_steps=0, nothing trains
+    train_eval: Source | None
     test: Source
 
 
-def load_splits(config: ml_collections.ConfigDict, job: str) -> Splits:
-    """The evaluation's splits, opened (not read); both must have labels."""
+def num_train_examples(splits: Splits) -> int:
+    """Examples of the training split at config.label_fraction (0 when it is not read)."""
+    return len(splits.train_eval) if splits.train_eval is not None else 0
+
+
+def load_splits(config: ml_collections.ConfigDict, job: str, *, bank: bool = False) -> Splits:
+    """The evaluation's splits, opened (not read); both must have labels. With
+    config.num_train_steps=0 (nothing trains) the training split is not opened, unless it is
+    a kNN bank (`bank`)."""
     where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
-    # Process 0 first: the first use of an embedded dataset prepares it in data_dir.
-    train = parallel.process_0_first(
-        lambda: subsets.train_source(config, config.train_split, **where))
-    train_eval = (train if train.random_access else
-                  subsets.train_source(config, config.train_split, for_eval=True, **where))
-    test = sources.open_source(config, config.eval_split, for_eval=True, **where)
+    train = train_eval = None
+    if bank or config.get("num_train_steps", -1) != 0:
+        # Process 0 first: the first use of an embedded dataset prepares it in data_dir.
+        train = parallel.process_0_first(
+            lambda: subsets.train_source(config, config.train_split, **where))
+        train_eval = (train if train.random_access else
+                      subsets.train_source(config, config.train_split, for_eval=True, **where))
+    test = parallel.process_0_first(
+        lambda: sources.open_source(config, config.eval_split, for_eval=True, **where))
     for name, split in ((config.train_split, train), (config.eval_split, test)):
-        if split.num_classes == 0:
+        if split is not None and split.num_classes == 0:
             raise UserError(
                 f"split {name!r} of dataset {config.dataset!r} has no labels: {job} needs a "
                 f"labelled dataset (set config.dataset / config.train_split / config.eval_split)")
@@ -229,7 +239,8 @@ def _evaluate_checkpoints(job, config, workdir, evaluate, mesh, *, wait, wait_ti
     try:
         for step_dir in checkpoints(config.pretrained, wait, wait_timeout_s):
             pre = pretrained.load(step_dir, mesh=mesh, with_head=with_head,
-                                  architecture=architecture)
+                                  architecture=architecture,
+                                  with_probe=config.get("classifier_from_probe", False))
             resolved = resolve_config(config, pre.config)
             results = {"job": job, "pretrained": step_dir, "checkpoint_step": pre.step,
                        **evaluate(pre, resolved, mesh, writer, workdir)}

@@ -3,8 +3,10 @@
 Each test example's L2-normalised h is compared (cosine) with the h of every training example;
 its k nearest neighbours vote for their class with weight exp(sim / T) (k=200, T=0.1 by
 default). Inside pretraining, `config.knn_every_steps` logs knn_top1 / knn_top5 with the other
-metrics. No training, no augmentation: a cheap, hyperparameter-free read of the encoder. The
-command is simclr_jax/knn.py.
+metrics, and, when the run has an online probe, the probe's probe_eval_top1 / probe_eval_top5
+on the same eval split (as the official TF2 code's eval/label_top_1_accuracy). No training, no
+augmentation: a cheap, hyperparameter-free read of the encoder. The command is
+simclr_jax/knn.py.
 
 At scale the bank of training features stays sharded over the devices (evals/features.py: each
 device holds N / devices rows); each device scores a batch of queries against its rows, keeping
@@ -24,10 +26,12 @@ from jax.sharding import PartitionSpec as P
 from simclr_jax.core import parallel
 from simclr_jax.core.losses import l2_normalize
 from simclr_jax.core.parallel import DATA_AXIS
+from simclr_jax.core.train import TrainState
 from simclr_jax.data import sources
 from simclr_jax.data.sources import Source
 from simclr_jax.errors import UserError
-from simclr_jax.evals import features, jobs
+from simclr_jax.evals import features, jobs, linear_cached
+from simclr_jax.evals.classifier import Classifier
 from simclr_jax.evals.features import BANK_SPEC, Bank
 from simclr_jax.evals.pretrained import Pretrained
 from simclr_jax.models.simclr import build_encoder
@@ -116,11 +120,20 @@ def knn_eval(pre: Pretrained, train: Source, test: Source, *, image_size: int, k
     return bank_metrics(*banks, k=k, temperature=temperature, mesh=mesh)
 
 
+def probe_metrics(probe: dict, test: features.Bank, mesh) -> dict[str, float]:
+    """Exact top-1 / top-5 of the online probe (a dense layer on h) on the eval bank."""
+    model = Classifier(None, None, test.num_classes, frozen_encoder=True)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params={"classifier": probe},
+                       batch_stats={}, opt_state=())
+    (metrics,) = linear_cached.eval_on_bank(model, (state,), test, mesh)
+    return {"probe_eval_top1": metrics["top1"], "probe_eval_top5": metrics["top5"]}
+
+
 def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
              workdir: str | None = None) -> dict:
     """jobs.EvaluateFn of the kNN job: one metrics row at the checkpoint's step (with
     config.cache_features, the features are cached in `workdir` as linear evaluation does)."""
-    splits = jobs.load_splits(config, "kNN evaluation")
+    splits = jobs.load_splits(config, "kNN evaluation", bank=True)
     caches = ((jobs.feature_cache(workdir, config, pre, "train"),
                jobs.feature_cache(workdir, config, pre, "eval"))
               if config.cache_features else (None, None))
@@ -129,7 +142,7 @@ def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
                        global_batch=config.eval_batch_size, mesh=mesh, caches=caches)
     writer.write_scalars(pre.step, {"knn_top1": results["knn_top1"],
                                     "knn_top5": results["knn_top5"]})
-    return {**results, "num_train_examples": len(splits.train_eval)}
+    return {**results, "num_train_examples": jobs.num_train_examples(splits)}
 
 
 class Monitor:
@@ -157,16 +170,22 @@ class Monitor:
         parallel.check_global_batch(config.batch_size, mesh)
 
     def __call__(self, state) -> dict[str, float]:
-        """{'knn_top1', 'knn_top5'} of the encoder in `state` (a core.train.TrainState)."""
+        """{'knn_top1', 'knn_top5'} of the encoder in `state` (a core.train.TrainState), and
+        {'probe_eval_top1', 'probe_eval_top5'} of its online probe if it has one."""
         c = self.config
         pre = Pretrained(module=self.encoder, width=self.encoder.out_width,
                          step=int(state.step), config=c, path="",
                          variables={"params": state.params["encoder"],
                                     "batch_stats": state.batch_stats["encoder"]})
-        results = knn_eval(pre, self.train, self.test, image_size=c.image_size, k=c.knn_k,
-                           temperature=c.knn_temperature, global_batch=c.batch_size,
-                           mesh=self.mesh)
-        return {"knn_top1": results["knn_top1"], "knn_top5": results["knn_top5"]}
+        train, test = (features.compute(pre, source, image_size=c.image_size,
+                                        global_batch=c.batch_size, mesh=self.mesh)
+                       for source in (self.train, self.test))
+        results = bank_metrics(train, test, k=c.knn_k, temperature=c.knn_temperature,
+                               mesh=self.mesh)
+        out = {"knn_top1": results["knn_top1"], "knn_top5": results["knn_top5"]}
+        if "probe" in state.params:
+            out.update(probe_metrics(state.params["probe"], test, self.mesh))
+        return out
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, wait: bool = False,

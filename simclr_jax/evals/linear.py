@@ -30,7 +30,8 @@ def train_and_eval(pre: Pretrained, config: ml_collections.ConfigDict, mesh, wri
     classifier's state is checkpointed and resumed there, and cached features written there."""
     config = linear_config(config)
     splits = jobs.load_splits(config, "linear evaluation")
-    if config.cache_features:
+    # Nothing to train (num_train_steps=0): the checkpoint's classifier on images, as it is.
+    if config.cache_features and config.num_train_steps != 0:
         results, state = linear_cached.train_and_eval(pre, config, splits, mesh, writer, workdir)
     else:
         if len(linear_cached.candidates(config)) > 1:
@@ -41,7 +42,7 @@ def train_and_eval(pre: Pretrained, config: ml_collections.ConfigDict, mesh, wri
         metrics = classifier.eval_classifier(model, state, config, splits.test, mesh)
         results = {"top1": metrics["top1"], "top5": metrics["top5"],
                    "eval_loss": metrics["loss"], "num_eval_examples": metrics["num_examples"],
-                   "num_train_examples": len(splits.train_eval),
+                   "num_train_examples": jobs.num_train_examples(splits),
                    "train_steps": int(state.step)}
     writer.write_scalars(int(state.step), {
         "top1": results["top1"], "top5": results["top5"], "eval_loss": results["eval_loss"],

@@ -50,7 +50,7 @@ def with_hparams(config: ml_collections.ConfigDict, lr: float, wd: float
 
 
 def _start(config: ml_collections.ConfigDict, model: Classifier, width: int, num_examples: int,
-           mesh):
+           mesh, probe: dict | None = None):
     """(initial state, tx, schedule, number of steps) of one classifier; the same init, order
     and optimiser as classifier.train_classifier, so both give the same classifier."""
     # Flax derives init keys from module paths: with the same seed, the layer "classifier"
@@ -58,6 +58,8 @@ def _start(config: ml_collections.ConfigDict, model: Classifier, width: int, num
     h = jnp.zeros((1, width))
     params = jax.jit(lambda k: model.init(k, h, train=False)["params"],
                      out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+    if probe is not None:  # config.classifier_from_probe: start from the checkpoint's probe
+        params = {**params, "classifier": probe}
     steps_per_epoch, num_steps = optim.total_steps(config, num_examples)
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
     tx = classifier.build_tx(config, schedule, jax.tree_util.tree_map(lambda _: True, params))
@@ -69,14 +71,16 @@ def _start(config: ml_collections.ConfigDict, model: Classifier, width: int, num
 
 def train_on_bank(bank: Bank, examples: np.ndarray, configs: list[ml_collections.ConfigDict],
                   mesh, writer, *, checkpoint_step: int, directory: str | None = None,
-                  wanted: dict | None = None) -> tuple[Classifier, tuple[TrainState, ...]]:
+                  wanted: dict | None = None, probe: dict | None = None
+                  ) -> tuple[Classifier, tuple[TrainState, ...]]:
     """One classifier per config, trained together on the bank rows of `examples` (indices
-    into the split) in the seeded order of pretrain_input.stream_indices."""
+    into the split) in the seeded order of pretrain_input.stream_indices; each starts from
+    `probe` if given (config.classifier_from_probe)."""
     base = configs[0]
     model = Classifier(None, None, bank.num_classes, frozen_encoder=True,
                        zero_init=base.zero_init_classifier)
     width = bank.features.shape[-1]
-    started = [_start(c, model, width, len(examples), mesh) for c in configs]
+    started = [_start(c, model, width, len(examples), mesh, probe) for c in configs]
     num_steps = started[0][3]
     several = len(configs) > 1
 
@@ -137,7 +141,8 @@ def _best(metrics: list[dict[str, float]]) -> int:
 
 
 def select(bank: Bank, config: ml_collections.ConfigDict, mesh, writer, *, checkpoint_step: int,
-           workdir: str | None, checkpoint: str) -> tuple[ml_collections.ConfigDict, dict]:
+           workdir: str | None, checkpoint: str, probe: dict | None = None
+           ) -> tuple[ml_collections.ConfigDict, dict]:
     """(config with the chosen lr / wd, the record of every candidate and the choice)."""
     pairs = candidates(config)
     n = bank.num_examples
@@ -153,7 +158,7 @@ def select(bank: Bank, config: ml_collections.ConfigDict, mesh, writer, *, check
     model, states = train_on_bank(
         bank, train_part, configs, mesh, writer, checkpoint_step=checkpoint_step,
         directory=directory,
-        wanted=loop.identity(config, checkpoint, phase="select", candidates=pairs))
+        wanted=loop.identity(config, checkpoint, phase="select", candidates=pairs), probe=probe)
     val = eval_on_bank(model, states, bank, mesh, examples=val_part)
     k = _best(val)
     record = {"val_fraction": config.hparam_val_fraction,
@@ -176,16 +181,17 @@ def train_and_eval(pre, config: ml_collections.ConfigDict, splits: jobs.Splits, 
                             global_batch=config.eval_batch_size, mesh=mesh,
                             cache=jobs.feature_cache(workdir, config, pre, "eval"))
     extra = {}
+    probe = pre.probe_variables if config.get("classifier_from_probe", False) else None
     if len(candidates(config)) > 1:
         config, extra["hparam_selection"] = select(train, config, mesh, writer,
                                                    checkpoint_step=pre.step, workdir=workdir,
-                                                   checkpoint=pre.path)
+                                                   checkpoint=pre.path, probe=probe)
     directory = (loop.state_dir(workdir, pre.step, "classifier") if workdir is not None
                  else None)
     model, (state,) = train_on_bank(
         train, np.arange(train.num_examples), [config], mesh, writer,
         checkpoint_step=pre.step, directory=directory,
-        wanted=loop.identity(config, pre.path, phase="final"))
+        wanted=loop.identity(config, pre.path, phase="final"), probe=probe)
     (metrics,) = eval_on_bank(model, (state,), test, mesh)
     results = {"top1": metrics["top1"], "top5": metrics["top5"], "eval_loss": metrics["loss"],
                "num_eval_examples": metrics["num_examples"],

@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from simclr_jax.config import with_legacy_defaults
 from simclr_jax.core import checkpointing, parallel
 from simclr_jax.errors import UserError
 from simclr_jax.models import ProjectionHead, ResNet, build_model
@@ -37,6 +38,8 @@ class Pretrained:
     path: str  # the step directory ('' for random init)
     head: ProjectionHead | None = None
     head_variables: dict | None = None
+    # The online probe's {'kernel', 'bias'} (an imported official checkpoint: head_supervised).
+    probe_variables: dict | None = None
 
 
 def checkpoints_root(path: str) -> epath.Path | None:
@@ -96,9 +99,10 @@ def resolve_checkpoint(path: str) -> tuple[epath.Path, int]:
 
 
 def read_config(step_dir: epath.Path) -> ml_collections.ConfigDict:
-    """The pretraining config saved next to the state (item 'config')."""
+    """The pretraining config saved next to the state (item 'config'); keys added since it was
+    written take their legacy values (config.LEGACY), i.e. the network it was trained as."""
     try:
-        return ml_collections.ConfigDict(ocp.JsonCheckpointHandler().restore(step_dir / "config"))
+        return with_legacy_defaults(ocp.JsonCheckpointHandler().restore(step_dir / "config"))
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"checkpoint {step_dir} has no readable config item (was it written by "
                         f"simclr_jax.pretrain?): {e}") from None
@@ -123,8 +127,9 @@ def abstract_variables(module, image_size: int) -> dict:
 
 
 def load(path: str, *, mesh: jax.sharding.Mesh | None = None, with_head: bool = False,
-         architecture: dict | None = None) -> Pretrained:
-    """Restores the encoder (and head) of a pretraining checkpoint onto `mesh` (replicated).
+         with_probe: bool = False, architecture: dict | None = None) -> Pretrained:
+    """Restores the encoder (and head, and probe) of a pretraining checkpoint onto `mesh`
+    (replicated).
 
     `architecture` (e.g. {'resnet_depth': 50, 'width_multiplier': 2.0}) states what the caller
     expects; a checkpoint of another architecture is a UserError naming the keys and shapes
@@ -147,8 +152,17 @@ def load(path: str, *, mesh: jax.sharding.Mesh | None = None, with_head: bool = 
         raise UserError(
             f"checkpoint {step_dir} is not the expected architecture (resnet_depth="
             f"{config.resnet_depth}, width_multiplier={config.width_multiplier}, "
-            f"proj_head_mode={config.proj_head_mode}, num_proj_layers={config.num_proj_layers}"
-            f"): {diff}")
+            f"sk_ratio={config.sk_ratio}, se_ratio={config.se_ratio}, shortcut="
+            f"{config.shortcut}, proj_head_mode={config.proj_head_mode}, num_proj_layers="
+            f"{config.num_proj_layers}): {diff}")
+    if with_probe:
+        probe = stored.get("params", {}).get("probe")
+        if not probe or set(probe) != {"kernel", "bias"}:
+            raise UserError(
+                f"checkpoint {step_dir} has no online probe (config.classifier_from_probe=True "
+                f"needs one: pretrain with config.online_probe=True on a labelled dataset, or "
+                f"import an official checkpoint that has head_supervised)")
+        want["params"]["probe"] = probe
     mesh = mesh if mesh is not None else parallel.make_mesh()
     sharding = parallel.replicated(mesh)
     target = jax.tree_util.tree_map(
@@ -160,7 +174,10 @@ def load(path: str, *, mesh: jax.sharding.Mesh | None = None, with_head: bool = 
                 partial_restore=True))
     except Exception as e:  # noqa: BLE001  (TensorStore's read errors come as many types)
         raise _unreadable(step_dir, " ".join(str(e).split())[:300]) from None
-    return _pretrained(config, restored, step, str(step_dir), with_head)
+    pre = _pretrained(config, restored, step, str(step_dir), with_head)
+    if with_probe:
+        pre = dataclasses.replace(pre, probe_variables=dict(restored["params"]["probe"]))
+    return pre
 
 
 def random_init(config: ml_collections.ConfigDict, *, seed: int = 0,

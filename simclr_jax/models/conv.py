@@ -8,19 +8,44 @@ between the two. TPU/GPU keep nn.Conv (see conv_class).
 """
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# 'SAME' or explicit ((top, bottom), (left, right)) zero padding, as nn.Conv takes it.
+Padding = str | Sequence[tuple[int, int]]
+
+
+def fixed_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The official SimCLR `fixed_padding`: (k-1)//2 before, the rest after, on H and W.
+
+    With padding='VALID' after it, a strided 3x3 conv and the strided 1x1 shortcut sample the
+    same grid (pixels 0, s, 2s, ...), unlike 'SAME', which puts the extra pixel at the end.
+    """
+    total = kernel_size - 1
+    return ((total // 2, total - total // 2),) * 2
+
+
+def _pads(padding: Padding, size: int, kernel: int, stride: int, axis: int) -> tuple[int, int]:
+    if padding == "SAME":  # TF/Flax 'SAME': the extra pixel goes at the end
+        out = math.ceil(size / stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        return total // 2, total - total // 2
+    if padding == "VALID":
+        return 0, 0
+    return tuple(padding[axis])
+
 
 class Im2ColConv(nn.Module):
-    """Drop-in for nn.Conv(features, kernel_size, strides, padding='SAME', use_bias=False)."""
+    """Drop-in for nn.Conv(features, kernel_size, strides, padding, use_bias=False)."""
 
     features: int
     kernel_size: tuple[int, int]
     strides: tuple[int, int] = (1, 1)
+    padding: Padding = "SAME"
     kernel_init: Any = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
 
@@ -30,13 +55,12 @@ class Im2ColConv(nn.Module):
         b, h, w, cin = x.shape
         kernel = self.param("kernel", self.kernel_init, (kh, kw, cin, self.features),
                             jnp.float32)
-        out_h, out_w = math.ceil(h / sh), math.ceil(w / sw)
-        pad_h = max((out_h - 1) * sh + kh - h, 0)
-        pad_w = max((out_w - 1) * sw + kw - w, 0)
+        (pt, pb), (pl, pr) = (_pads(self.padding, h, kh, sh, 0),
+                              _pads(self.padding, w, kw, sw, 1))
+        out_h, out_w = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
         x = x.astype(self.dtype)
-        if pad_h or pad_w:  # TF/Flax 'SAME': the extra pixel goes at the end
-            x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
-                            (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+        if pt or pb or pl or pr:
+            x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
         # Column order (i, j, cin) matches kernel.reshape(kh * kw * cin, cout).
         cols = [jax.lax.slice(x, (0, i, j, 0), (b, i + (out_h - 1) * sh + 1,
                                                 j + (out_w - 1) * sw + 1, cin), (1, sh, sw, 1))

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from simclr_jax.models.heads import ProjectionHead
+from simclr_jax.models.heads import ProjectionHead, dense_init
 from simclr_jax.models.resnet import ResNet
 
 
@@ -15,6 +15,8 @@ class SimCLRModel(nn.Module):
     """Returns (z, h, probe_logits) for a batch of augmented views.
 
     The probe sees stop_gradient(h), so its loss trains only the probe and never the encoder.
+    It is the official TF2 code's `head_supervised` of `lineareval_while_pretraining`: a dense
+    layer with bias, kernel ~ N(0, 0.01), bias 0 (weight decay: core/optim.py).
     """
 
     encoder: ResNet
@@ -27,7 +29,8 @@ class SimCLRModel(nn.Module):
         z = self.head(h, train=train)[-1]
         logits = None
         if self.num_classes > 0:
-            logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="probe")(
+            logits = nn.Dense(self.num_classes, dtype=jnp.float32, kernel_init=dense_init,
+                              name="probe")(
                 jax.lax.stop_gradient(h).astype(jnp.float32))
         return z.astype(jnp.float32), h, logits
 
@@ -36,10 +39,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_encoder(config: ml_collections.ConfigDict) -> ResNet:
-    """The ResNet described by `config` (resnet_depth, width_multiplier, image_size, dtype)."""
+    """The ResNet described by `config` (resnet_depth, width_multiplier, image_size, dtype,
+    conv_padding, shortcut, sk_ratio, se_ratio; a key the config lacks takes the official
+    value: configs read back from old checkpoints get their legacy values in config.py)."""
     return ResNet(depth=config.resnet_depth, width_multiplier=config.width_multiplier,
                   cifar_stem=config.image_size <= 32, dtype=DTYPES[config.dtype],
-                  conv_impl=config.get("conv_impl", "xla"))
+                  conv_impl=config.get("conv_impl", "xla"),
+                  padding=config.get("conv_padding", "fixed"),
+                  shortcut=config.get("shortcut", "every_group"),
+                  sk_ratio=config.get("sk_ratio", 0.0), se_ratio=config.get("se_ratio", 0.0))
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int = 0) -> SimCLRModel:

@@ -60,3 +60,35 @@ def test_batch_augmentation_does_not_depend_on_sharding():
     mesh = parallel.make_mesh()
     sharded = f(key, jax.device_put(imgs, parallel.batch_sharded(mesh)))
     np.testing.assert_allclose(np.asarray(single), np.asarray(sharded), atol=1e-6)
+
+
+def test_brightness_impls_draw_the_official_distributions():
+    """On a constant grey image contrast, saturation and hue are identities, so the jitter is
+    the brightness op alone (then clipped): 'simclrv2' x * U[1-b, 1+b], 'simclrv1' x + U[-b, b]
+    (tf.image.random_brightness), b = 0.8 s. Device (jnp) and host (tf.data) twins, against the
+    analytic distributions (Kolmogorov-Smirnov, and the atom at 0 that clipping makes)."""
+    from scipy import stats
+
+    from simclr_jax.augment import host
+
+    n, strength, level = 3000, 0.5, 0.25
+    b = 0.8 * strength
+    x = np.full((4, 4, 3), level, np.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    for impl in color.JITTER_IMPLS:
+        device = np.asarray(jax.jit(jax.vmap(
+            lambda k, impl=impl: color.color_jitter(k, jnp.asarray(x), strength, impl)))(keys))
+        ds = tf.data.Dataset.range(n).map(lambda i, impl=impl: host.color_jitter(
+            tf.constant(x), tf.stack([i, tf.constant(7, tf.int64)]), strength, impl))
+        on_host = np.stack(list(ds.as_numpy_iterator()))
+        for out in (device, on_host):
+            assert np.ptp(out.reshape(n, -1), axis=1).max() < 1e-6  # still a constant image
+            v = out[:, 0, 0, 0]
+            if impl == "simclrv2":
+                assert stats.kstest(v, stats.uniform(level * (1 - b), level * 2 * b).cdf
+                                    ).pvalue > 1e-3
+            else:
+                zero = level - b < 0 and np.mean(v == 0)
+                p0 = (b - level) / (2 * b)  # P(level + U[-b, b] < 0)
+                assert abs(zero - p0) < 4 * np.sqrt(p0 * (1 - p0) / n)
+                assert stats.kstest(v[v > 0], stats.uniform(0, level + b).cdf).pvalue > 1e-3

@@ -39,7 +39,7 @@ def test_value_and_grad_match_naive_numpy(kind, tau, normalize, numeric_grad):
 
     def f(a, b):
         return losses.contrastive_loss(a, b, tau, normalize=normalize, loss=kind,
-                                       margin=0.4)[0]
+                                       margin=0.4, reduction="mean")[0]
 
     a, b = jnp.asarray(z1, jnp.float32), jnp.asarray(z2, jnp.float32)
     expected = naive_loss(z1, z2, tau, kind, 0.4, normalize)
@@ -54,7 +54,7 @@ def test_nt_xent_through_dispatcher_matches_naive(naive_nt_xent):
     rng = np.random.default_rng(3)
     z1, z2 = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
     loss, _ = losses.contrastive_loss(jnp.asarray(z1, jnp.float32), jnp.asarray(z2, jnp.float32),
-                                      0.3)
+                                      0.3, reduction="mean")
     np.testing.assert_allclose(float(loss), naive_nt_xent(z1, z2, 0.3), rtol=1e-5)
 
 
@@ -68,8 +68,12 @@ def test_sharded_global_negatives_match_naive_numpy(kind, numeric_grad):
     sharding = parallel.batch_sharded(mesh)
     a = jax.device_put(jnp.asarray(z1, jnp.float32), sharding)
     b = jax.device_put(jnp.asarray(z2, jnp.float32), sharding)
-    f = jax.jit(lambda a, b: losses.contrastive_loss(a, b, 0.5, mesh=mesh, loss=kind)[0])
+    f = jax.jit(lambda a, b: losses.contrastive_loss(a, b, 0.5, mesh=mesh, loss=kind,
+                                                     reduction="mean")[0])
     np.testing.assert_allclose(float(f(a, b)), naive_loss(z1, z2, 0.5, kind), rtol=1e-5)
+    # The default reduction, the official objective's scale, is twice the mean.
+    summed = losses.contrastive_loss(a, b, 0.5, mesh=mesh, loss=kind)[0]
+    np.testing.assert_allclose(float(summed), 2 * naive_loss(z1, z2, 0.5, kind), rtol=1e-5)
     g = jax.jit(jax.grad(f, argnums=(0, 1)))(a, b)
     np.testing.assert_allclose(np.asarray(g[1]),
                                numeric_grad(lambda x: naive_loss(z1, x, 0.5, kind), z2),

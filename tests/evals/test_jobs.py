@@ -108,6 +108,65 @@ def test_finetune_changes_the_encoder_and_freezes_blocks_up_to_fine_tune_after_b
     assert sum(trained.values()) >= 0.9 * len(trained)
 
 
+@pytest.mark.parametrize("frozen_bn", ["batch_stats", "inference"])
+def test_frozen_stages_bn_statistics_as_configured(run, setup, frozen_bn):
+    """fine_tune_after_block=2: the frozen stages' BN runs on batch statistics and updates its
+    moving averages as the official TF1 code does ('batch_stats'), or keeps the pretrained
+    ones ('inference'); the trained stages update theirs either way."""
+    pre, config, mesh, writer = setup("finetune", label_fraction=1.0, fine_tune_after_block=2,
+                                       frozen_bn=frozen_bn, num_train_steps=2)
+    splits = jobs.load_splits(config, "fine-tuning")
+    _, state = classifier.train_classifier(pre, config, splits.train, mesh, writer)
+    changed = _changed(pre.variables["batch_stats"], state.batch_stats["encoder"])
+    frozen = [v for k, v in changed.items() if k.startswith(("['stem", "['block1_", "['block2_"))]
+    trained = [v for k, v in changed.items() if k.startswith(("['block3_", "['block4_"))]
+    assert frozen and trained and all(trained)
+    assert all(frozen) if frozen_bn == "batch_stats" else not any(frozen)
+
+
+def test_lars_fine_tuning_decays_the_classifier_without_trust_ratio(run, setup):
+    """The official LARS excludes head_supervised (our classifier) from the trust ratio and
+    from its own decay, and decays its kernel through an L2 term instead: its first update is
+    momentum SGD at the full rate, -lr (g + wd w); the encoder's kernels are trust-scaled."""
+    pre, config, mesh, _ = setup("finetune", optimizer="lars", weight_decay=0.1,
+                                 zero_init_classifier=False)
+    _, variables = classifier.build_classifier(pre, config, 10, mesh)
+    params = jax.device_get(variables["params"])
+    mask = classifier.trainable_mask(params, config.fine_tune_after_block, 0)
+    lr = 0.3
+    tx = classifier.build_tx(config, lambda step: lr, mask)
+    grads = jax.tree_util.tree_map(lambda p: np.full(p.shape, 0.01, np.float32), params)
+    updates = jax.device_get(tx.update(grads, tx.init(params), params)[0])
+    w, g = params["classifier"]["kernel"], grads["classifier"]["kernel"]
+    np.testing.assert_allclose(updates["classifier"]["kernel"], -lr * (g + 0.1 * w), rtol=1e-5)
+    np.testing.assert_allclose(updates["classifier"]["bias"], -lr * grads["classifier"]["bias"],
+                               rtol=1e-6)
+    w, g = params["encoder"]["block3_0"]["conv1"]["kernel"], 0.01
+    g_dec = g + 0.1 * w
+    trust = 0.001 * np.linalg.norm(w) / np.linalg.norm(g_dec)
+    np.testing.assert_allclose(updates["encoder"]["block3_0"]["conv1"]["kernel"],
+                               -lr * trust * g_dec, rtol=1e-4)
+
+
+def test_the_probe_evaluated_as_it_is_equals_the_monitor_probe_eval(run, tmp_path, metric_rows,
+                                                                    tiny_eval_config):
+    """The online probe's eval-split top-1, logged by the pretraining monitor (as the TF2
+    code's eval/label_top_1_accuracy), equals linear evaluation of the checkpoint's own probe
+    without training (classifier_from_probe, num_train_steps=0): two independent paths."""
+    logged = {r["step"]: r for r in metric_rows(run) if "probe_eval_top1" in r}
+    assert sorted(logged) == [2, 4]
+    config = tiny_eval_config(run, classifier_from_probe=True, num_train_steps=0)
+    results = linear.run(config, str(tmp_path))
+    assert results["train_steps"] == 0 and results["num_train_examples"] == 0
+    assert results["top1"] == pytest.approx(logged[4]["probe_eval_top1"], abs=1e-6)
+    assert results["top5"] == pytest.approx(logged[4]["probe_eval_top5"], abs=1e-6)
+    config.num_train_steps = 0
+    config.classifier_from_probe = False
+    with pytest.raises(UserError, match="config.num_train_steps: 0 .no training. needs "
+                       "config.classifier_from_probe=True"):
+        linear.run(config, str(tmp_path / "bad"))
+
+
 def test_finetune_job_on_a_label_fraction_from_a_head_layer(run, tmp_path, tiny_eval_config, setup):
     config = tiny_eval_config(run, "finetune", label_fraction=0.1, ft_proj_selector=1)
     results = finetune.run(config, str(tmp_path))

@@ -1,4 +1,7 @@
-"""ResNet v1 and projection head structure (against the paper's architecture facts)."""
+"""ResNet v1 and projection head structure (against the paper's architecture facts, the official
+code's parameter counts and a numpy transcription of its fixed padding)."""
+
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -7,7 +10,8 @@ import numpy as np
 import pytest
 
 from simclr_jax.models import ProjectionHead, ResNet
-from simclr_jax.models.conv import Im2ColConv
+from simclr_jax.models.conv import Im2ColConv, fixed_padding
+from simclr_jax.models.resnet import ConvMaker
 from simclr_jax.models.simclr import param_count
 
 
@@ -15,12 +19,62 @@ def init(module, x):
     return module.init(jax.random.PRNGKey(0), x, train=False)
 
 
-@pytest.mark.parametrize("depth,expected",
-                         [(18, 11_689_512 - 513_000), (50, 25_557_032 - 2_049_000)])
-def test_resnet_parameter_counts_match_torchvision(depth, expected):
-    """torchvision resnet18/50 totals (11,689,512 / 25,557,032) minus their 1000-way fc."""
-    v = jax.eval_shape(lambda: init(ResNet(depth=depth), jnp.zeros((1, 224, 224, 3))))
+@pytest.mark.parametrize("depth,shortcut,expected", [
+    (18, "when_needed", 11_689_512 - 513_000), (50, "when_needed", 25_557_032 - 2_049_000),
+    # The official ResNet-18 adds group 1's projection: a 1x1 64->64 conv and its BN.
+    (18, "every_group", 11_689_512 - 513_000 + 64 * 64 + 2 * 64),
+    (50, "every_group", 25_557_032 - 2_049_000)])
+def test_resnet_parameter_counts_match_torchvision(depth, shortcut, expected):
+    """torchvision resnet18/50 totals (11,689,512 / 25,557,032) minus their 1000-way fc; the
+    legacy shortcut rule is torchvision's."""
+    v = jax.eval_shape(lambda: init(ResNet(depth=depth, shortcut=shortcut),
+                                    jnp.zeros((1, 224, 224, 3))))
     assert param_count(v["params"]) == expected
+
+
+@pytest.mark.parametrize("depth,sk,cifar,expected", [
+    # The sums of the official TF1 graphs' base_model variables (gamma, beta, kernels; no
+    # moving statistics), tests/fixtures/official_simclr/: R18 CIFAR stem, R50 1x, R50 1x SK.
+    (18, 0.0, True, 11_173_056), (50, 0.0, False, 23_508_032), (50, 0.0625, False, 35_215_584)])
+def test_parameter_counts_match_the_official_graphs(depth, sk, cifar, expected):
+    size = 32 if cifar else 224
+    v = jax.eval_shape(lambda: init(ResNet(depth=depth, sk_ratio=sk, cifar_stem=cifar),
+                                    jnp.zeros((1, size, size, 3))))
+    assert param_count(v["params"]) == expected
+
+
+def _numpy_conv(x: np.ndarray, w: np.ndarray, stride: int, pads: tuple[int, int]) -> np.ndarray:
+    """Zero-pad H and W by pads (before, after), then a VALID strided convolution."""
+    x = np.pad(x, ((0, 0), pads, pads, (0, 0)))
+    k = w.shape[0]
+    out = (x.shape[1] - k) // stride + 1
+    y = np.zeros((x.shape[0], out, out, w.shape[-1]))
+    for i in range(out):
+        for j in range(out):
+            patch = x[:, i * stride:i * stride + k, j * stride:j * stride + k, :]
+            y[:, i, j] = np.einsum("bhwc,hwco->bo", patch, w)
+    return y
+
+
+@pytest.mark.parametrize("impl", ["xla", "im2col"])
+@pytest.mark.parametrize("kernel,stride,size", [(3, 2, 8), (3, 2, 7), (7, 2, 16), (1, 2, 8),
+                                                (3, 1, 8)])
+def test_fixed_padding_is_the_official_one(impl, kernel, stride, size):
+    """The official conv2d_fixed_padding: strided convs pad (k-1)//2 before and the rest after,
+    then 'VALID' (a 3x3/2 conv then samples pixels 0, 2, 4, ... like the 1x1/2 shortcut);
+    stride 1 is 'SAME'. Legacy 'same' differs on even sizes."""
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2, size, size, 3)))
+    conv = ConvMaker(partial(nn.Conv, use_bias=False) if impl == "xla" else Im2ColConv, "fixed")
+    module = conv(4, kernel, stride, name=None)
+    params = module.init(jax.random.PRNGKey(0), x)
+    w = np.asarray(params["params"]["kernel"])
+    total = kernel - 1
+    expected = _numpy_conv(x, w, stride, (total // 2, total - total // 2))
+    np.testing.assert_allclose(np.asarray(module.apply(params, x)), expected, atol=1e-4)
+    if stride > 1 and kernel > 1 and size % 2 == 0:
+        legacy = ConvMaker(conv.cls, "same")(4, kernel, stride, name=None)
+        assert not np.allclose(np.asarray(legacy.apply(params, x)), expected, atol=1e-3)
+    assert fixed_padding(3) == ((1, 1), (1, 1)) and fixed_padding(7) == ((3, 3), (3, 3))
 
 
 def test_cifar_stem_width_and_output():
@@ -57,13 +111,15 @@ def test_projection_head_modes():
     assert "bias" in v["nl_0_bn"] and "bias" not in v["nl_2_bn"]  # last BN without centre
 
 
+@pytest.mark.parametrize("padding", ["SAME", "fixed"])
 @pytest.mark.parametrize("kernel,strides,size", [(3, 1, 8), (3, 2, 8), (3, 2, 7), (1, 2, 8),
                                                  (7, 2, 16)])
-def test_im2col_conv_equals_xla_conv(kernel, strides, size):
-    """Same params, same output and gradients as nn.Conv(padding='SAME', use_bias=False)."""
+def test_im2col_conv_equals_xla_conv(kernel, strides, size, padding):
+    """Same params, same output and gradients as nn.Conv(padding=..., use_bias=False)."""
     x = jax.random.normal(jax.random.PRNGKey(1), (2, size, size, 5))
-    ref = nn.Conv(6, (kernel, kernel), (strides, strides), padding="SAME", use_bias=False)
-    ours = Im2ColConv(6, (kernel, kernel), (strides, strides))
+    pad = fixed_padding(kernel) if padding == "fixed" else "SAME"
+    ref = nn.Conv(6, (kernel, kernel), (strides, strides), padding=pad, use_bias=False)
+    ours = Im2ColConv(6, (kernel, kernel), (strides, strides), padding=pad)
     params = ref.init(jax.random.PRNGKey(0), x)
     np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
     g_ref = jax.grad(lambda p: (ref.apply(p, x) ** 2).sum())(params)
@@ -74,10 +130,34 @@ def test_im2col_conv_equals_xla_conv(kernel, strides, size):
         jax.tree_util.tree_structure(params)
 
 
-def test_resnet_im2col_matches_xla_with_same_variables():
+@pytest.mark.parametrize("arch", [
+    dict(depth=18, cifar_stem=True), dict(depth=18, cifar_stem=True, padding="same",
+                                          shortcut="when_needed"),
+    dict(depth=50, sk_ratio=0.0625, se_ratio=0.25)])
+def test_resnet_im2col_matches_xla_with_same_variables(arch):
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
-    xla = ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl="xla")
-    col = ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl="im2col")
+    xla = ResNet(width_multiplier=0.125, conv_impl="xla", **arch)
+    col = ResNet(width_multiplier=0.125, conv_impl="im2col", **arch)
     v = init(xla, x)
     np.testing.assert_allclose(col.apply(v, x, train=False), xla.apply(v, x, train=False),
                                atol=1e-4)
+
+
+def test_selective_kernel_and_squeeze_excite_structure():
+    """As the official code builds them: the ResNet-D stem (3x3/2 to 32w, 3x3 to 32w, 3x3 to
+    64w), an avg-pooled 1x1 shortcut, one 3x3 conv to 2 x filters split into the two branches,
+    fuse width max(int(filters * sk_ratio), 32), mixing conv to 2 x filters; SE reduces to
+    int(filters * se_ratio) with biases."""
+    v = init(ResNet(depth=50, width_multiplier=1.0, sk_ratio=0.0625, se_ratio=0.25),
+             jnp.zeros((1, 64, 64, 3)))["params"]
+    assert [v[f"stem_conv{s}"]["kernel"].shape for s in ("1", "2", "")] == [
+        (3, 3, 3, 32), (3, 3, 32, 32), (3, 3, 32, 64)]
+    sk = v["block4_0"]["sk"]
+    assert sk["conv"]["kernel"].shape == (3, 3, 512, 1024)
+    assert sk["fuse_conv"]["kernel"].shape == (1, 1, 512, 32)
+    assert sk["mix_conv"]["kernel"].shape == (1, 1, 32, 1024)
+    assert "conv2" not in v["block4_0"] and "bn2" not in v["block4_0"]
+    assert v["block1_0"]["shortcut_conv"]["kernel"].shape == (1, 1, 64, 256)
+    se = v["block2_1"]["se"]
+    assert se["reduce"]["kernel"].shape == (1, 1, 512, 32) and se["reduce"]["bias"].shape == (32,)
+    assert se["expand"]["kernel"].shape == (1, 1, 32, 512)
