@@ -40,7 +40,7 @@ def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
         old_run, tmp_path, tiny_config, metric_rows, run_job, tfds_dir):
     """On 1 device, as the fixture was written, the new code's 2-step run with the legacy values
     of the keys added since (config.LEGACY) logs the fixture's losses and saves the fixture's
-    state, bitwise (the same arithmetic: the numbers did not move). Extending both runs by one
+    state (but the online probe's), bitwise (the same arithmetic: the numbers did not move). Extending both runs by one
     step here then logs the same step 3, bitwise: the old checkpoint, extended with today's
     defaults, resumes with the legacy behaviour of the keys its saved config lacks, exactly as
     the new one does with the legacy values it saved."""
@@ -55,8 +55,11 @@ def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
     old_leaves = jax.tree_util.tree_leaves_with_path(old_state)
     new_leaves = dict(jax.tree_util.tree_leaves_with_path(new_state))
     assert len(old_leaves) == len(new_leaves) > 50
-    for path, leaf in old_leaves:
-        np.testing.assert_array_equal(leaf, new_leaves[path], err_msg=jax.tree_util.keystr(path))
+    differ = [jax.tree_util.keystr(path) for path, leaf in old_leaves
+              if not np.array_equal(leaf, new_leaves[path])]
+    # The online probe is initialised and decayed as the official code's since that fix; it
+    # reads stop_gradient(h), so neither the encoder nor the losses depend on it.
+    assert all("['probe']" in path for path in differ), differ
     train.train_and_evaluate(tiny_config(num_train_steps=3, **ARCHITECTURE), str(old_run))
     train.train_and_evaluate(tiny_config(num_train_steps=3, **ARCHITECTURE, **LEGACY),
                              str(fresh))
