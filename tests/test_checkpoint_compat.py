@@ -40,10 +40,10 @@ def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
         old_run, tmp_path, tiny_config, metric_rows, run_job, tfds_dir):
     """On 1 device, as the fixture was written, the new code's 2-step run with the legacy values
     of the keys added since (config.LEGACY) logs the fixture's losses and saves the fixture's
-    state (but the online probe's), bitwise (the same arithmetic: the numbers did not move). Extending both runs by one
-    step here then logs the same step 3, bitwise: the old checkpoint, extended with today's
-    defaults, resumes with the legacy behaviour of the keys its saved config lacks, exactly as
-    the new one does with the legacy values it saved."""
+    state (but the online probe's), bitwise (the same arithmetic: the numbers did not move).
+    Extending both runs by one step here then logs the same step 3, bitwise: the old
+    checkpoint, extended with today's defaults, resumes with the legacy behaviour of the keys
+    its saved config lacks, exactly as the new one does with the legacy values it saved."""
     fresh = tmp_path / "fresh"
     flags = [f"--config.{k}={v}" for k, v in {
         **ARCHITECTURE, "image_size": 8, "batch_size": 16, "num_train_steps": 2,

@@ -105,6 +105,7 @@ def train(state, step_fn: Callable, batches: Callable[[int], Iterator[dict]], nu
         if mngr is not None:
             mngr.close()
         return state
+    ckpt = checkpointing.Writer(mngr) if mngr is not None else None  # manifests, one-line errors
     every = config.get("checkpoint_every_steps", 0)
     preempted = PreemptionWatcher() if mngr is not None else None
     history, t0 = [], time.time()
@@ -117,14 +118,17 @@ def train(state, step_fn: Callable, batches: Callable[[int], Iterator[dict]], nu
             if step % config.log_every_steps == 0 or step == num_steps or stop:
                 write_means(writer, step, jax.device_get(history), checkpoint_step, t0)
                 history, t0 = [], time.time()
-            if mngr is not None and (stop or step == num_steps or (every and step % every == 0)):
-                checkpointing.save(mngr, step, state, ml_collections.ConfigDict(wanted))
+            if ckpt is not None and (stop or step == num_steps or (every and step % every == 0)):
+                ckpt.save(step, state, ml_collections.ConfigDict(wanted))
             if stop:
                 raise Preempted(step, num_steps, directory)
+    except BaseException:
+        if ckpt is not None:  # wait for the save in flight (a preemption's) and close Orbax now
+            ckpt.close(quiet=True)
+        raise
     finally:
         if preempted is not None:
             preempted.close()
-        if mngr is not None:
-            mngr.wait_until_finished()
-            mngr.close()
+    if ckpt is not None:
+        ckpt.close()
     return state

@@ -128,10 +128,9 @@ def import_checkpoint(checkpoint: str, workdir: str, *, ema: bool = False) -> di
                        batch_stats=jax.tree_util.tree_map(jnp.asarray, tree["batch_stats"]),
                        opt_state=tx.init(params))
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    mngr = checkpointing.checkpoint_manager(workdir, keep=1)
-    checkpointing.save(mngr, step, state, config)
-    mngr.wait_until_finished()
-    mngr.close()
+    ckpt = checkpointing.Writer(checkpointing.checkpoint_manager(workdir, keep=1))
+    ckpt.save(step, state, config)
+    ckpt.close()  # waits, and writes the step's manifest
     summary = {"checkpoint": prefix, "format": fmt, "ema": ema, "global_step": step,
                "architecture": dataclasses.asdict(arch), "variables": len(values),
                "step_dir": str(checkpointing.checkpoint_dir(workdir) / str(step)),
