@@ -251,6 +251,9 @@ def test_a_dataset_without_labels_is_one_clear_error(run, tmp_path_factory, job,
     (["--config.label_fraction=1.5"], "config.label_fraction: must be in (0, 1], got 1.5"),
     (["--config.pretrained={empty}"], "holds no finished checkpoint (config.pretrained)"),
     (["--config.width_multiplier=0.25"], "is not the expected architecture"),
+    (["--config.eval_split=nosuch"], "split 'nosuch' of dataset 'sklearn_digits' does not exist"),
+    (["--config.hparam_learning_rates=(0.1, 1.0)"], "select on cached features: set "
+                                                    "config.cache_features=True"),
 ])
 def test_bad_input_ends_the_job_with_one_error_line(run, tmp_path, flags, message, run_job,
                                                     error_lines):
@@ -258,7 +261,8 @@ def test_bad_input_ends_the_job_with_one_error_line(run, tmp_path, flags, messag
     flags = [f.format(empty=tmp_path / "empty") for f in flags]
     if not any(f.startswith("--config.pretrained=") for f in flags):
         flags.append(f"--config.pretrained={run}")
-    result = run_job("finetune", f"--workdir={tmp_path / 'out'}", *flags)
+    job = "linear_eval" if any("hparam" in f for f in flags) else "finetune"
+    result = run_job(job, f"--workdir={tmp_path / 'out'}", *flags)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = error_lines(result)
     assert len(errors) == 1 and message in errors[0], errors
@@ -274,3 +278,17 @@ def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir, run, labelled_fol
     results = linear.run(config, str(tmp_path / "lin"))
     doc = json.loads((tmp_path / "lin" / "results.json").read_text())
     assert doc["num_eval_examples"] == 4 and 0 <= results["top1"] <= 1
+
+
+def test_a_corrupt_image_in_an_eval_folder_is_one_clear_error(tmp_path, tfds_dir, run,
+                                                             labelled_folder, truncated_jpeg,
+                                                             tiny_eval_config):
+    root = labelled_folder(tmp_path / "folder")
+    bad = truncated_jpeg(root / "val" / "dog" / "broken.jpg")
+    config = tiny_eval_config(run, "knn", dataset=f"folder:{root}", data_dir=tfds_dir,
+                              train_split="train", eval_split="val", eval_batch_size=8)
+    with pytest.raises(UserError, match=f"cannot read image file {bad} .*evaluation reads "
+                                        f"every image"):
+        knn.run(config, str(tmp_path / "knn"))
+    config.skip_corrupt_images = True  # the pretraining rule: skipped and counted
+    assert knn.run(config, str(tmp_path / "knn"))["num_eval_examples"] == 4
