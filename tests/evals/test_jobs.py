@@ -251,9 +251,6 @@ def test_a_dataset_without_labels_is_one_clear_error(run, tmp_path_factory, job,
     (["--config.label_fraction=1.5"], "config.label_fraction: must be in (0, 1], got 1.5"),
     (["--config.pretrained={empty}"], "holds no finished checkpoint (config.pretrained)"),
     (["--config.width_multiplier=0.25"], "is not the expected architecture"),
-    (["--config.eval_split=nosuch"], "split 'nosuch' of dataset 'sklearn_digits' does not exist"),
-    (["--config.hparam_learning_rates=(0.1, 1.0)"], "select on cached features: set "
-                                                    "config.cache_features=True"),
 ])
 def test_bad_input_ends_the_job_with_one_error_line(run, tmp_path, flags, message, run_job,
                                                     error_lines):
@@ -261,11 +258,23 @@ def test_bad_input_ends_the_job_with_one_error_line(run, tmp_path, flags, messag
     flags = [f.format(empty=tmp_path / "empty") for f in flags]
     if not any(f.startswith("--config.pretrained=") for f in flags):
         flags.append(f"--config.pretrained={run}")
-    job = "linear_eval" if any("hparam" in f for f in flags) else "finetune"
-    result = run_job(job, f"--workdir={tmp_path / 'out'}", *flags)
+    result = run_job("finetune", f"--workdir={tmp_path / 'out'}", *flags)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = error_lines(result)
     assert len(errors) == 1 and message in errors[0], errors
+
+
+@pytest.mark.parametrize("job,overrides,message", [
+    (knn, {"eval_split": "nosuch"}, "split 'nosuch' of dataset 'sklearn_digits' does not exist"),
+    (linear, {"hparam_learning_rates": (0.1, 1.0)},
+     "select on cached features: set config.cache_features=True"),
+])
+def test_more_bad_input_is_one_user_error(run, tmp_path, tiny_eval_config, job, overrides,
+                                          message):
+    """In-process (the CLI turning a UserError into one line and exit 2 is proven above)."""
+    name = "knn" if job is knn else "linear_eval"
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        job.run(tiny_eval_config(run, name, **overrides), str(tmp_path / "out"))
 
 
 def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir, run, labelled_folder,
