@@ -323,6 +323,19 @@ def test_bad_input_ends_the_job_with_one_error_line(run, tmp_path, flags, messag
     assert len(errors) == 1 and message in errors[0], errors
 
 
+@pytest.mark.parametrize("job,overrides,message", [
+    (knn, {"eval_split": "nosuch"}, "split 'nosuch' of dataset 'sklearn_digits' does not exist"),
+    (linear, {"hparam_learning_rates": (0.1, 1.0)},
+     "select on cached features: set config.cache_features=True"),
+])
+def test_more_bad_input_is_one_user_error(run, tmp_path, tiny_eval_config, job, overrides,
+                                          message):
+    """In-process (the CLI turning a UserError into one line and exit 2 is proven above)."""
+    name = "knn" if job is knn else "linear_eval"
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        job.run(tiny_eval_config(run, name, **overrides), str(tmp_path / "out"))
+
+
 def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir, run, labelled_folder,
                                            tiny_eval_config):
     """A digits-pretrained encoder evaluated on a labelled folder's train / val splits."""
@@ -333,3 +346,4 @@ def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir, run, labelled_fol
     results = linear.run(config, str(tmp_path / "lin"))
     doc = json.loads((tmp_path / "lin" / "results.json").read_text())
     assert doc["num_eval_examples"] == 4 and 0 <= results["top1"] <= 1
+
