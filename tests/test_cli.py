@@ -19,3 +19,23 @@ def test_every_job_has_a_console_script():
 def test_console_script_target_is_callable(name):
     module, _, attr = SCRIPTS[name].partition(":")
     assert callable(getattr(importlib.import_module(module), attr)), SCRIPTS[name]
+
+
+@pytest.mark.parametrize("module,config,message", [
+    # A typo in the path: on main a bare traceback from ml_collections, exit 1.
+    ("pretrain", "configs/does_not_exist.py",
+     "config file configs/does_not_exist.py (from {root}) does not exist "
+     "(--config=configs/does_not_exist.py)"),
+    # A config file's get_config() refusing its argument: its last line, not a traceback.
+    ("finetune", "configs/finetune_imagenet.py:5pct",
+     "config file configs/finetune_imagenet.py:5pct (--config): ValueError: "),
+])
+def test_a_bad_config_file_is_one_error_line(tmp_path, run_job, error_lines, module, config,
+                                             message):
+    pretrained = [] if module == "pretrain" else ["--config.pretrained=runs/x"]
+    result = run_job(module, f"--config={config}", *pretrained, f"--workdir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+    errors = error_lines(result)
+    root = Path(__file__).resolve().parents[1]
+    assert len(errors) == 1 and message.format(root=root) in errors[0], errors

@@ -264,6 +264,13 @@ def test_bad_input_ends_the_job_with_one_error_line(run, tmp_path, flags, messag
     assert len(errors) == 1 and message in errors[0], errors
 
 
+def test_eval_batch_not_divisible_by_the_devices_names_its_key(run, tmp_path, tiny_eval_config):
+    """On main the message named config.batch_size for the eval batch."""
+    with pytest.raises(UserError, match=r"global batch size 12 \(config.eval_batch_size\) is "
+                       r"not divisible by the 8 devices; use a multiple of 8, e.g. 8 or 16"):
+        knn.run(tiny_eval_config(run, "knn", eval_batch_size=12), str(tmp_path))
+
+
 def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir, run, labelled_folder,
                                            tiny_eval_config):
     """A digits-pretrained encoder evaluated on a labelled folder's train / val splits."""
