@@ -265,7 +265,7 @@ def test_disk_full_during_a_save_is_one_error_and_the_rerun_resumes(
                     "rerun the same command to resume")
     # The failed step stays an unfinished Orbax temporary (removed by the next start).
     assert checkpointing.finished_steps(checkpointing.checkpoint_dir(str(workdir))) == [2]
-    train.train_and_evaluate(tiny_config(knn_every_steps=2), str(workdir))
+    train.train_and_evaluate(tiny_config(), str(workdir))  # knn cadence may change on resume
     got, reference = losses(workdir), losses(pretrained_run)
     assert sorted(got) == [1, 2, 3, 4]
     for step in got:
