@@ -33,9 +33,38 @@ class _QuietLibraries(pylogging.Filter):
         return record.levelno >= pylogging.WARNING or ours
 
 
+def _ignore_callbacks_on_closed_loops() -> None:
+    """Late TensorStore callbacks of an aborted Orbax operation become one log line.
+
+    When one part of an Orbax save or restore fails (a full disk, a damaged file), Orbax's
+    coroutine raises and closes its private asyncio loop while TensorStore still has that
+    operation's other reads / writes in flight. Each of them, on completing, calls
+    loop.call_soon_threadsafe on the closed loop from a TensorStore thread, and the
+    RuntimeError goes to sys.unraisablehook: a dozen 'RuntimeError: Event loop is closed'
+    tracebacks around the job's own error line. Nothing is lost (the operation already
+    failed and is reported), so they are dropped; any other unraisable error is printed as
+    before.
+    """
+    previous = sys.unraisablehook
+    seen = []
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            if not seen:
+                seen.append(True)
+                logging.info("Ignoring I/O callbacks of an aborted Orbax operation that "
+                             "arrived after its event loop closed.")
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def quiet_library_logs() -> None:
     """Keeps INFO lines of this project and clu's metric writers; warnings from all, without
-    library tracebacks."""
+    library tracebacks (nor TensorStore's late callbacks of a failed Orbax operation)."""
+    _ignore_callbacks_on_closed_loops()
     handler = logging.get_absl_handler()
     handler.addFilter(_QuietLibraries())
     # Libraries that log through Python's root logger before absl's handler is attached

@@ -1,6 +1,7 @@
 """The console scripts in pyproject.toml point at callables that exist."""
 
 import importlib
+import sys
 import tomllib
 from pathlib import Path
 
@@ -19,3 +20,59 @@ def test_every_job_has_a_console_script():
 def test_console_script_target_is_callable(name):
     module, _, attr = SCRIPTS[name].partition(":")
     assert callable(getattr(importlib.import_module(module), attr)), SCRIPTS[name]
+
+
+@pytest.mark.parametrize("module,config,message", [
+    # A typo in the path: on main a bare traceback from ml_collections, exit 1.
+    ("pretrain", "configs/does_not_exist.py",
+     "config file configs/does_not_exist.py (from {root}) does not exist "
+     "(--config=configs/does_not_exist.py)"),
+    # A config file's get_config() refusing its argument: its last line, not a traceback.
+    ("finetune", "configs/finetune_imagenet.py:5pct",
+     "config file configs/finetune_imagenet.py:5pct (--config): ValueError: "),
+])
+def test_a_bad_config_file_is_one_error_line(tmp_path, run_job, error_lines, module, config,
+                                             message):
+    pretrained = [] if module == "pretrain" else ["--config.pretrained=runs/x"]
+    result = run_job(module, f"--config={config}", *pretrained, f"--workdir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+    errors = error_lines(result)
+    root = Path(__file__).resolve().parents[1]
+    assert len(errors) == 1 and message.format(root=root) in errors[0], errors
+
+
+def test_late_tensorstore_callbacks_of_an_aborted_operation_print_nothing(monkeypatch, capsys):
+    """What Orbax does when part of a save fails: its coroutine raises and its loop closes with
+    a TensorStore future still in flight; completing it calls call_soon_threadsafe on the
+    closed loop, printed as a 'RuntimeError: Event loop is closed' traceback (once per file)."""
+    import asyncio
+    import time
+
+    import tensorstore as ts
+
+    from simclr_jax import cli
+
+    def aborted_operation() -> str:
+        promise, future = ts.Promise.new()
+
+        async def wait():
+            await future
+
+        async def operation():
+            asyncio.ensure_future(wait())
+            await asyncio.sleep(0.01)
+            raise OSError("No space left on device")
+
+        loop = asyncio.new_event_loop()
+        with pytest.raises(OSError):
+            loop.run_until_complete(operation())
+        loop.close()
+        promise.set_result(1)  # the in-flight write completes after the loop closed
+        time.sleep(0.2)
+        return capsys.readouterr().err
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # restored afterwards
+    assert "RuntimeError: Event loop is closed" in aborted_operation()  # the symptom
+    cli._ignore_callbacks_on_closed_loops()
+    assert "Event loop is closed" not in aborted_operation()

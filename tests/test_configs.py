@@ -9,6 +9,7 @@ import pytest
 from simclr_jax import config as pretrain_config
 from simclr_jax import eval_config
 from simclr_jax.core import optim
+from simclr_jax.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRETRAIN = {"default.py": [None], "cifar10.py": ["", "smoke"], "imagenet.py": ["", "local"],
@@ -81,3 +82,26 @@ def test_paper_settings():
     assert optim.scaled_learning_rate(v2ft) == pytest.approx(0.16)
     with pytest.raises(ValueError, match="use one of"):
         load("finetune_imagenet.py", "5pct")
+
+
+@pytest.mark.parametrize("job,key,value,message", [
+    ("pretrain", "lars_trust_coefficient", 0.0, "must be > 0, got 0.0"),
+    ("pretrain", "momentum", 1.0, "must be in [0, 1), got 1.0"),
+    ("linear_eval", "resnet_depth", 19,
+     "must be one of (18, 34, 50, 101, 152, 200) (or unset: the checkpoint's), got 19"),
+    ("linear_eval", "momentum", 1.5, "must be in [0, 1), got 1.5"),
+    ("finetune", "seed", -1, "must be >= 0, got -1"),
+    ("knn", "width_multiplier", 0.0, "must be > 0 (or unset: the checkpoint's), got 0.0"),
+])
+def test_a_bad_value_names_its_key(job, key, value, message):
+    """Caught by validate(), before any work (on main these ended in a traceback deep in the
+    model or optimiser, or trained silently with a diverging momentum)."""
+    if job == "pretrain":
+        c, check = pretrain_config.get_config(), pretrain_config.validate
+    else:
+        c, check = eval_config.get_config(job), eval_config.validate
+        c.pretrained = "runs/x"
+    c[key] = value
+    with pytest.raises(UserError) as error:
+        check(c)
+    assert str(error.value) == f"config.{key}: {message}"

@@ -76,12 +76,6 @@ def read_rows(workdir: str) -> list[dict]:
     return rows
 
 
-def last_row(workdir: str, key: str = "loss") -> dict | None:
-    """The last row of metrics.jsonl that has `key` (None if there is none)."""
-    rows = [r for r in read_rows(workdir) if key in r]
-    return rows[-1] if rows else None
-
-
 def create_writer(workdir: str) -> metric_writers.MetricWriter:
     """TensorBoard events + console log + metrics.jsonl; only process 0 writes anything."""
     if jax.process_index() > 0:

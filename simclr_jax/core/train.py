@@ -235,16 +235,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 logging.info("Resumed from checkpoint step %d in %s", start, workdir)
             if start >= parts.num_steps:
                 if jax.process_index() == 0:
-                    print(run_report.already_complete(workdir, config, start, parts.num_steps,
-                                                      metric_io.last_row(workdir)), flush=True)
+                    print(run_report.already_complete(workdir, config, start, parts.num_steps),
+                          flush=True)
             else:
-                state, last = _train(config, workdir, mesh, parts, state, start, ckpt, monitor)
+                state = _train(config, workdir, mesh, parts, state, start, ckpt, monitor)
                 ckpt.finish()  # the summary lists the final step's checkpoint
                 if jax.process_index() == 0:
                     print(run_report.final_summary(
                         workdir, config, start=start, step=int(state.step),
-                        num_steps=parts.num_steps, wall_s=time.time() - t_start,
-                        last_row=last), flush=True)
+                        num_steps=parts.num_steps, wall_s=time.time() - t_start), flush=True)
         except BaseException:
             # Another error is on its way: wait for the save in flight (its steps stay
             # intact) and close Orbax's threads now, not at interpreter exit.
@@ -256,8 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int,
            ckpt: checkpointing.Writer, monitor: MonitorFactory | None
-           ) -> tuple[TrainState, dict | None]:
-    """The loop from `start` to the last step (or a preemption notice): (state, last row)."""
+           ) -> TrainState:
+    """The loop from `start` to the last step (or a preemption notice); the final state."""
     split, model, tx, schedule = parts.split, parts.model, parts.tx, parts.schedule
     num_steps = parts.num_steps
     writer = metric_io.create_writer(workdir)
@@ -273,7 +272,6 @@ def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int
     progress = (periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
                 if jax.process_index() == 0 else lambda step: None)
     history: list[tuple[int, dict]] = []
-    summary = None
     t0, images = time.time(), 0
     preempted = PreemptionWatcher()
     try:
@@ -305,4 +303,4 @@ def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int
     finally:
         preempted.close()
         writer.flush()
-    return state, summary
+    return state

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from simclr_jax.core import workdir_lock
+from simclr_jax.core import train, workdir_lock
 from simclr_jax.errors import UserError
+from simclr_jax.evals import knn
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = ("import sys, time\n"
@@ -50,3 +51,16 @@ def test_lock_of_a_killed_job_does_not_block_the_rerun(tmp_path):
     assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())["pid"] == proc.pid
     with workdir_lock.locked(str(tmp_path)):
         pass
+
+
+def test_pretraining_and_eval_jobs_refuse_a_workdir_in_use_before_any_work(
+        tmp_path, tiny_config, tiny_eval_config, pretrained_run):
+    """A second launch on a busy workdir (here: this process holds the lock) stops before it
+    creates checkpoints or metrics, instead of interleaving them with the first job's."""
+    busy = rf"workdir {tmp_path} is in use by another job \(pid {os.getpid()} on host "
+    with workdir_lock.locked(str(tmp_path)):
+        with pytest.raises(UserError, match=busy):
+            train.train_and_evaluate(tiny_config(), str(tmp_path))
+        with pytest.raises(UserError, match=busy):
+            knn.run(tiny_eval_config(pretrained_run, "knn"), str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lock.LOCK_FILE]

@@ -334,6 +334,11 @@ def test_more_bad_input_is_one_user_error(run, tmp_path, tiny_eval_config, job, 
     name = "knn" if job is knn else "linear_eval"
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         job.run(tiny_eval_config(run, name, **overrides), str(tmp_path / "out"))
+def test_eval_batch_not_divisible_by_the_devices_names_its_key(run, tmp_path, tiny_eval_config):
+    """On main the message named config.batch_size for the eval batch."""
+    with pytest.raises(UserError, match=r"global batch size 12 \(config.eval_batch_size\) is "
+                       r"not divisible by the 8 devices; use a multiple of 8, e.g. 8 or 16"):
+        knn.run(tiny_eval_config(run, "knn", eval_batch_size=12), str(tmp_path))
 
 
 def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir, run, labelled_folder,

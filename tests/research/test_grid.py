@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from simclr_jax.errors import UserError
 from simclr_jax.research import grid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,3 +32,9 @@ def test_grid_png_of_the_sample_photos_has_the_expected_size(tmp_path):
         for c in range(5):
             top, left = gap + r * (tile + gap), gap + c * (tile + gap)
             assert image[top:top + tile, left:left + tile].std() > 1, (r, c)
+
+
+def test_out_that_is_not_a_png_is_refused_before_any_work(tmp_path):
+    with pytest.raises(UserError, match=r"--out=.*grid.txt: expected a .png file name"):
+        grid.write_grid(None, str(tmp_path / "grid.txt"))  # no config needed: checked first
+    assert not list(tmp_path.iterdir())

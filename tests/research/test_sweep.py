@@ -121,6 +121,19 @@ def test_cpu_scale_needs_the_cifar10_folder_and_names_the_flag(tmp_path, monkeyp
         sweep_data.prepare("cifar10_folder_subset/tiny", str(tmp_path), "/no/such/dir")
 
 
+def test_bad_sweep_input_stops_the_sweep_before_any_variant(tmp_path, tiny_experiment):
+    """A bad --cifar10_folder is the sweep's input, not a variant's failure: one error (main
+    recorded it as every variant's failure and went on)."""
+
+    def prepare(folder):
+        raise UserError(f"image folder {folder!r} not found (--cifar10_folder)")
+
+    with pytest.raises(UserError, match="image folder '/no/such/dir' not found"):
+        sweep.run_sweep({**tiny_experiment, "prepare": prepare}, str(tmp_path),
+                        cifar10_folder="/no/such/dir", log=lambda line: None)
+    assert not (tmp_path / "variants").exists()
+
+
 def test_cli_unknown_experiment_is_one_error_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "simclr_jax.sweep", "--experiment=nope",
                              f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
