@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from simclr_jax.models.conv import Im2ColConv, conv_class
+from simclr_jax.models.conv import conv_class
 
 # Stage depths per ResNet depth; 18/34 use basic blocks, the others bottlenecks.
 STAGE_SIZES = {
@@ -24,6 +24,9 @@ conv_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 # Official BN: decay 0.9, epsilon 1e-5.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# Rematerialisation: 'blocks' recomputes each residual block's activations in the backward pass
+# instead of keeping them (memory for large models/batches at the price of ~one more forward).
+REMAT_MODES = ("none", "blocks")
 
 
 def scaled_width(width: int, multiplier: float) -> int:
@@ -90,6 +93,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     axis_name: str | None = None
     conv_impl: str = "xla"  # see models/conv.py: 'im2col' is a CPU-only speed-up
+    remat: str = "none"  # REMAT_MODES
 
     @property
     def stage_sizes(self) -> Sequence[int]:
@@ -107,11 +111,12 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
-        if conv_class(self.conv_impl) is nn.Conv:
+        cls = conv_class(self.conv_impl)
+        if cls is nn.Conv:
             conv = partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype,
                            padding="SAME")
         else:
-            conv = partial(Im2ColConv, kernel_init=conv_init, dtype=self.dtype)
+            conv = partial(cls, kernel_init=conv_init, dtype=self.dtype)
         norm = partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                        epsilon=BN_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
         x = x.astype(self.dtype)
@@ -123,10 +128,11 @@ class ResNet(nn.Module):
             x = conv(stem_width, (7, 7), (2, 2), name="stem_conv")(x)
             x = nn.relu(norm(name="stem_bn")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        # nn.remat keeps the parameter names (checkpoints move freely between the two modes).
+        block_cls = nn.remat(self.block_cls) if self.remat == "blocks" else self.block_cls
         for stage, num_blocks in enumerate(self.stage_sizes):
             filters = scaled_width(64 * 2**stage, self.width_multiplier)
             for block in range(num_blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = self.block_cls(filters, strides, conv, norm,
-                                   name=f"block{stage + 1}_{block}")(x)
+                x = block_cls(filters, strides, conv, norm, name=f"block{stage + 1}_{block}")(x)
         return jnp.mean(x, axis=(1, 2))

@@ -39,7 +39,7 @@ def build_encoder(config: ml_collections.ConfigDict) -> ResNet:
     """The ResNet described by `config` (resnet_depth, width_multiplier, image_size, dtype)."""
     return ResNet(depth=config.resnet_depth, width_multiplier=config.width_multiplier,
                   cifar_stem=config.image_size <= 32, dtype=DTYPES[config.dtype],
-                  conv_impl=config.get("conv_impl", "xla"))
+                  conv_impl=config.get("conv_impl", "xla"), remat=config.get("remat", "none"))
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int = 0) -> SimCLRModel:
