@@ -1,5 +1,7 @@
 """ResNet v1 and projection head structure (against the paper's architecture facts)."""
 
+from functools import partial
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -74,10 +76,37 @@ def test_im2col_conv_equals_xla_conv(kernel, strides, size):
         jax.tree_util.tree_structure(params)
 
 
-def test_resnet_im2col_matches_xla_with_same_variables():
+@pytest.mark.parametrize("impl", ["im2col", "winograd"])
+def test_resnet_cpu_convs_match_xla_with_same_variables(impl):
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
     xla = ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl="xla")
-    col = ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl="im2col")
+    col = ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl=impl)
     v = init(xla, x)
     np.testing.assert_allclose(col.apply(v, x, train=False), xla.apply(v, x, train=False),
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_remat_blocks_same_loss_and_grads(depth):
+    """remat='blocks' recomputes each block in the backward pass: the same parameters (names,
+    shapes), outputs, gradients and BN statistics as without it. The recomputation repeats the
+    forward's arithmetic, so the only freedom is XLA fusing it differently: 1e-6 relative."""
+    x = jax.random.normal(jax.random.PRNGKey(3), (4, 16, 16, 3))
+    plain = ResNet(depth=depth, width_multiplier=0.125, cifar_stem=True, conv_impl="xla")
+    remat = ResNet(depth=depth, width_multiplier=0.125, cifar_stem=True, conv_impl="xla",
+                   remat="blocks")
+    v = init(plain, x)
+    assert jax.tree_util.tree_structure(init(remat, x)) == jax.tree_util.tree_structure(v)
+
+    def loss(model, params):
+        h, updates = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x,
+                                 train=True, mutable=["batch_stats"])
+        return jnp.sum(jnp.sin(h)), updates["batch_stats"]
+
+    (l0, s0), g0 = jax.jit(jax.value_and_grad(partial(loss, plain), has_aux=True))(v["params"])
+    (l1, s1), g1 = jax.jit(jax.value_and_grad(partial(loss, remat), has_aux=True))(v["params"])
+    np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves((g1, s1)), jax.tree_util.tree_leaves((g0, s0)),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(jnp.abs(b).max()))
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(g0))
