@@ -114,3 +114,39 @@ def test_other_optimizers_and_bfloat16_step(setup, optimizer):
     new, metrics = step(state, parallel.global_batch(mesh, batch))
     assert np.isfinite(float(metrics["loss"])) and metrics["loss"].dtype == jnp.float32
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(new.params))
+
+
+def test_bfloat16_first_losses_equal_float32_within_rounding(tiny_config):
+    """dtype=bfloat16 (bf16 convolutions and dense layers, f32 params, BN statistics and loss)
+    gives the f32 run's losses over its first steps, within what bf16 rounding can explain.
+
+    Tolerance, derived: bf16 keeps 8 significant bits, so each rounding is off by at most
+    u = 2^-9 relative. z passes through L = 22 rounded layers (20 convolutions + 2 dense, BN
+    re-normalising in between); independent roundings add in quadrature, sqrt(L) u = 0.009
+    relative in z, so each cosine similarity moves by <= 2 x 0.009 and each logit by
+    <= 0.018 / tau = 0.09 (tau = 0.2); NT-Xent (a log-sum-exp minus one logit) moves by at most
+    twice the largest logit change: 0.18. Three steps at lr 0.1 move the weights far less than
+    that (the two runs see the same data). A wrong cast (bf16 loss or statistics, f16 overflow)
+    breaks this by O(1); the difference must also be non-zero, or bf16 never ran.
+    """
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        config = tiny_config(batch_size=16, dtype=dtype)
+        model = build_model(config, num_classes=10)
+        tx = optim.build_optimizer(config, lambda s: 0.1)
+        mesh = parallel.make_mesh()
+        state = train.init_state_on_mesh(model, tx, config, mesh)
+        step = train.make_train_step(model, tx, lambda s: 0.1, config, mesh)
+        rng = np.random.default_rng(0)
+        losses[dtype] = []
+        for _ in range(3):
+            batch = {"view1": rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8),
+                     "view2": rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8),
+                     "label": rng.integers(0, 10, (16,), dtype=np.int32)}
+            state, metrics = step(state, parallel.global_batch(mesh, batch))
+            losses[dtype].append(float(metrics["loss"]))
+        assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(
+            (state.params, state.batch_stats)))
+    diff = np.abs(np.array(losses["bfloat16"]) - np.array(losses["float32"]))
+    assert diff.max() < 0.18, (losses, diff)
+    assert diff.max() > 0, "bf16 gave bit-identical losses: was it applied?"
