@@ -34,7 +34,7 @@ if [ "$SMOKE" = 1 ]; then
     STEP=(--depth=18 --width=0.125 --image_size=8 --per_device_batch=2 --dtype=float32
           --steps=1)
     PIPE=(--cases=imagenet224 --num_jpegs=16 --imagenet_batch=8 --seconds=0.5 --steps=1
-          --imagenet_depth=18 --imagenet_width=0.125 --imagenet_step_batch=1)
+          --imagenet_depth=18 --imagenet_width=0.125 --imagenet_step_batch=2)
     LOSS=(--what=loss --devices=2 --batches=512 --chunks=128)
 else
     STEP=(--depth=50 --width=1 --image_size=224 --per_device_batch=64 --dtype=bfloat16
