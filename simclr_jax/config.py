@@ -19,7 +19,7 @@ from simclr_jax.data.sources import DATA_MODES
 from simclr_jax.errors import UserError, require
 from simclr_jax.models.conv import CONV_IMPLS
 from simclr_jax.models.heads import HEAD_MODES
-from simclr_jax.models.resnet import PADDINGS, SHORTCUTS, STAGE_SIZES
+from simclr_jax.models.resnet import PADDINGS, REMAT_MODES, SHORTCUTS, STAGE_SIZES
 from simclr_jax.models.simclr import DTYPES
 
 PLACES = ("device", "host")
@@ -113,6 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.online_probe = True  # linear probe on stop_gradient(h) when the dataset has labels
     c.dtype = "float32"
     c.conv_impl = "auto"  # auto: im2col+matmul on CPU (faster there), XLA convs on TPU/GPU
+    c.remat = "none"  # 'blocks': recompute each ResNet block in the backward pass (less memory)
     # Loss.
     c.temperature = 0.1
     c.loss = "nt_xent"  # or nt_logistic, margin_triplet (losses.LOSSES)
@@ -121,6 +122,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.loss_reduction = "sum"
     c.loss_margin = 0.5  # margin_triplet's m, in units of sim / temperature
     c.normalize_embeddings = True  # L2-normalise z before the loss
+    # > 0: NT-Xent in blocks of this many gathered views (core/chunked_loss.py): per-device
+    # memory O(local batch x chunk) instead of O(local x global batch); same value and grads.
+    c.loss_chunk_size = 0
     # Optimisation.
     c.batch_size = 4096  # global, over all devices and processes
     c.num_epochs = 100
@@ -238,6 +242,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
                 parse_ops(c[key])
             except ValueError as e:
                 raise UserError(f"config.{key}: {e}") from None
+    require(c.loss_chunk_size >= 0, "loss_chunk_size",
+            f"must be >= 0 (0 = off), got {c.loss_chunk_size}")
+    require(c.loss_chunk_size == 0 or c.loss == "nt_xent", "loss_chunk_size",
+            f"the chunked loss is NT-Xent only: set config.loss='nt_xent' or "
+            f"config.loss_chunk_size=0, got loss={c.loss!r}")
     require(c.noise_std >= 0, "noise_std", f"must be >= 0, got {c.noise_std}")
     require(0 < c.cutout_fraction <= 1, "cutout_fraction",
             f"must be in (0, 1], got {c.cutout_fraction}")
@@ -252,6 +261,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     require(c.dtype in DTYPES, "dtype", f"must be one of {tuple(DTYPES)}, got {c.dtype!r}")
     require(c.conv_impl in CONV_IMPLS, "conv_impl",
             f"must be one of {CONV_IMPLS}, got {c.conv_impl!r}")
+    require(c.remat in REMAT_MODES, "remat", f"must be one of {REMAT_MODES}, got {c.remat!r}")
     require(c.resnet_depth in STAGE_SIZES, "resnet_depth",
             f"must be one of {tuple(STAGE_SIZES)}, got {c.resnet_depth}")
     require(c.width_multiplier > 0, "width_multiplier",

@@ -21,6 +21,7 @@ from simclr_jax.augment import views
 from simclr_jax.config import resume_config, validate
 from simclr_jax.core import (
     checkpointing,
+    chunked_loss,
     losses,
     metric_io,
     optim,
@@ -73,11 +74,17 @@ def loss_and_grads(params, batch_stats, x: jnp.ndarray, labels: jnp.ndarray, *, 
             {"params": params, "batch_stats": batch_stats}, x, train=True,
             mutable=["batch_stats"])
         z = z.reshape((-1, 2, z.shape[-1]))
-        loss, metrics = losses.contrastive_loss(
-            z[:, 0], z[:, 1], config.temperature, mesh=mesh,
-            normalize=config.get("normalize_embeddings", True),
-            loss=config.get("loss", "nt_xent"), margin=config.get("loss_margin", 0.5),
-            reduction=config.get("loss_reduction", "sum"))
+        if config.get("loss_chunk_size", 0):  # the same NT-Xent, memory-bounded
+            loss, metrics = chunked_loss.nt_xent_chunked(
+                z[:, 0], z[:, 1], config.temperature, config.loss_chunk_size, mesh=mesh,
+                normalize=config.get("normalize_embeddings", True),
+                reduction=config.get("loss_reduction", "sum"))
+        else:
+            loss, metrics = losses.contrastive_loss(
+                z[:, 0], z[:, 1], config.temperature, mesh=mesh,
+                normalize=config.get("normalize_embeddings", True),
+                loss=config.get("loss", "nt_xent"), margin=config.get("loss_margin", 0.5),
+                reduction=config.get("loss_reduction", "sum"))
         total = loss
         if logits is not None:
             probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simclr_jax.models.conv import Im2ColConv, conv_class, fixed_padding
+from simclr_jax.models.conv import conv_class, fixed_padding
 
 # Stage depths per ResNet depth; 18/34 use basic blocks, the others bottlenecks.
 STAGE_SIZES = {
@@ -39,6 +39,9 @@ conv_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 # Official BN: decay 0.9, epsilon 1e-5.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# Rematerialisation: 'blocks' recomputes each residual block's activations in the backward pass
+# instead of keeping them (memory for large models/batches at the price of ~one more forward).
+REMAT_MODES = ("none", "blocks")
 
 
 def scaled_width(width: int, multiplier: float) -> int:
@@ -196,6 +199,7 @@ class ResNet(nn.Module):
     shortcut: str = "every_group"  # SHORTCUTS
     sk_ratio: float = 0.0
     se_ratio: float = 0.0
+    remat: str = "none"  # REMAT_MODES
 
     @property
     def stage_sizes(self) -> Sequence[int]:
@@ -229,9 +233,9 @@ class ResNet(nn.Module):
         official `fine_tune_after_block`: `stop_gradient_after=k` stops gradients after stage k;
         `inference_bn_through=k` runs the BNs of stages 0..k on their moving statistics (and
         leaves those untouched) even when `train`."""
+        cls = conv_class(self.conv_impl)
         base = (partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
-                if conv_class(self.conv_impl) is nn.Conv
-                else partial(Im2ColConv, kernel_init=conv_init, dtype=self.dtype))
+                if cls is nn.Conv else partial(cls, kernel_init=conv_init, dtype=self.dtype))
         conv = ConvMaker(base, self.padding)
 
         def norm(stage: int):
@@ -242,6 +246,8 @@ class ResNet(nn.Module):
         x = self._stem(x.astype(self.dtype), conv, norm(0))
         if stop_gradient_after == 0:
             x = jax.lax.stop_gradient(x)
+        # nn.remat keeps the parameter names (checkpoints move freely between the two modes).
+        block_cls = nn.remat(self.block_cls) if self.remat == "blocks" else self.block_cls
         for stage, num_blocks in enumerate(self.stage_sizes):
             filters = scaled_width(64 * 2**stage, self.width_multiplier)
             for block in range(num_blocks):
@@ -251,7 +257,7 @@ class ResNet(nn.Module):
                 else:  # legacy: a projection only where the shapes change
                     use_projection = (strides != 1 or
                                       x.shape[-1] != filters * self.block_cls.expansion)
-                x = self.block_cls(filters, strides, conv, norm(stage + 1), use_projection,
+                x = block_cls(filters, strides, conv, norm(stage + 1), use_projection,
                                    self.sk_ratio, self.se_ratio, self.dtype,
                                    name=f"block{stage + 1}_{block}")(x)
             if stop_gradient_after == stage + 1:

@@ -47,7 +47,8 @@ def build_encoder(config: ml_collections.ConfigDict) -> ResNet:
                   conv_impl=config.get("conv_impl", "xla"),
                   padding=config.get("conv_padding", "fixed"),
                   shortcut=config.get("shortcut", "every_group"),
-                  sk_ratio=config.get("sk_ratio", 0.0), se_ratio=config.get("se_ratio", 0.0))
+                  sk_ratio=config.get("sk_ratio", 0.0), se_ratio=config.get("se_ratio", 0.0),
+                  remat=config.get("remat", "none"))
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int = 0) -> SimCLRModel:

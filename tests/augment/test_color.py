@@ -92,3 +92,41 @@ def test_brightness_impls_draw_the_official_distributions():
                 p0 = (b - level) / (2 * b)  # P(level + U[-b, b] < 0)
                 assert abs(zero - p0) < 4 * np.sqrt(p0 * (1 - p0) / n)
                 assert stats.kstest(v[v > 0], stats.uniform(0, level + b).cdf).pvalue > 1e-3
+def _switch_jitter(key, x, strength):
+    """The jitter as a lax.switch over the four separate ops (the formulation color_jitter
+    replaced): under vmap it evaluates all four ops in every slot."""
+    order, f = color.jitter_draws(key, strength)
+    ops = [lambda y: color.adjust_brightness(y, f[0]), lambda y: color.adjust_contrast(y, f[1]),
+           lambda y: color.adjust_saturation(y, f[2]), lambda y: color.adjust_hue(y, f[3])]
+    for slot in range(4):
+        x = jnp.clip(jax.lax.switch(order[slot], ops, x), 0.0, 1.0)
+    return x
+
+
+def test_jitter_applies_the_drawn_ops_in_the_drawn_order_like_tf_image():
+    """Per image: tf.image's contrast, saturation and hue (and brightness x * f, SimCLRv2's
+    multiplicative form) in the drawn order, clipped after each, as the official code."""
+    x = image(4, 10)
+    tf_ops = [lambda y, f: y * f, tf.image.adjust_contrast, tf.image.adjust_saturation,
+              tf.image.adjust_hue]
+    orders = set()
+    for seed in range(6):
+        key = jax.random.PRNGKey(seed)
+        order, f = (np.asarray(a) for a in color.jitter_draws(key, 1.0))
+        orders.add(tuple(order))
+        expected = tf.constant(x)
+        for op in order:
+            expected = tf.clip_by_value(tf_ops[op](expected, float(f[op])), 0.0, 1.0)
+        np.testing.assert_allclose(color.color_jitter(key, jnp.asarray(x), 1.0), expected,
+                                   atol=1e-4)
+    assert len(orders) > 1
+
+
+def test_batched_jitter_is_bit_identical_to_the_switch_over_all_ops():
+    """The one-affine-one-HSV formulation changes no value: the augmentation stream (and every
+    measured result) is the same as with the lax.switch over the four ops."""
+    imgs = jnp.asarray(np.random.default_rng(5).uniform(size=(64, 8, 8, 3)), jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(3), 64)
+    ours = jax.jit(jax.vmap(lambda k, im: color.color_jitter(k, im, 0.5)))(keys, imgs)
+    ref = jax.jit(jax.vmap(lambda k, im: _switch_jitter(k, im, 0.5)))(keys, imgs)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))

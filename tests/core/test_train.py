@@ -116,3 +116,44 @@ def test_other_optimizers_and_bfloat16_step(setup, optimizer):
     new, metrics = step(state, parallel.global_batch(mesh, batch))
     assert np.isfinite(float(metrics["loss"])) and metrics["loss"].dtype == jnp.float32
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(new.params))
+
+
+def test_bfloat16_first_losses_equal_float32_within_rounding(tiny_config):
+    """dtype=bfloat16 (bf16 convolutions and dense layers, f32 params, BN statistics and loss)
+    gives the f32 losses at each of the first three steps of an f32 trajectory, within what
+    bf16 rounding explains; its loss, grads and BN statistics stay f32.
+
+    Both dtypes are evaluated at the same parameters at each step (the f32 run's; SGD at lr
+    0.1 moves them between steps), so the difference is rounding alone, not two trajectories
+    drifting apart. Tolerance, derived: bf16 keeps 8 significant bits, so each rounding is off
+    by at most u = 2^-9 relative. z passes through L = 22 rounded layers (20 convolutions + 2
+    dense, BN re-normalising in between); independent roundings add in quadrature, sqrt(L) u =
+    0.009 relative in z, so each cosine similarity moves by <= 2 x 0.009 and each logit by
+    <= 0.018 / tau = 0.09 (tau = 0.2); NT-Xent (a log-sum-exp minus one logit) moves by at most
+    twice the largest logit change: 0.18. A wrong cast (bf16 loss or statistics, f16 overflow)
+    breaks this by O(1); the difference must also be non-zero, or bf16 never ran.
+    """
+    from functools import partial
+
+    fns = {}
+    for dtype in ("float32", "bfloat16"):
+        config = tiny_config(batch_size=16, dtype=dtype)
+        model = build_model(config, num_classes=10)
+        fns[dtype] = jax.jit(partial(train.loss_and_grads, model=model, config=config,
+                                     mesh=None))
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
+    params, stats = variables["params"], variables["batch_stats"]
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(3):
+        x = jnp.asarray(rng.uniform(size=(32, 8, 8, 3)), jnp.float32)
+        labels = jnp.asarray(rng.integers(0, 10, (32,)), jnp.int32)
+        grads, m32, new_stats = fns["float32"](params, stats, x, labels)
+        g16, m16, stats16 = fns["bfloat16"](params, stats, x, labels)
+        assert m16["loss"].dtype == jnp.float32
+        assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves((g16, stats16)))
+        diffs.append(abs(float(m16["loss"]) - float(m32["loss"])))
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+        stats = new_stats
+    assert max(diffs) < 0.18, diffs
+    assert max(diffs) > 0, "bf16 gave bit-identical losses: was it applied?"

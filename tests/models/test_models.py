@@ -130,14 +130,15 @@ def test_im2col_conv_equals_xla_conv(kernel, strides, size, padding):
         jax.tree_util.tree_structure(params)
 
 
+@pytest.mark.parametrize("impl", ["im2col", "winograd"])
 @pytest.mark.parametrize("arch", [
     dict(depth=18, cifar_stem=True), dict(depth=18, cifar_stem=True, padding="same",
                                           shortcut="when_needed"),
     dict(depth=50, sk_ratio=0.0625, se_ratio=0.25)])
-def test_resnet_im2col_matches_xla_with_same_variables(arch):
+def test_resnet_cpu_convs_match_xla_with_same_variables(arch, impl):
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
     xla = ResNet(width_multiplier=0.125, conv_impl="xla", **arch)
-    col = ResNet(width_multiplier=0.125, conv_impl="im2col", **arch)
+    col = ResNet(width_multiplier=0.125, conv_impl=impl, **arch)
     v = init(xla, x)
     np.testing.assert_allclose(col.apply(v, x, train=False), xla.apply(v, x, train=False),
                                atol=1e-4)
@@ -161,3 +162,27 @@ def test_selective_kernel_and_squeeze_excite_structure():
     se = v["block2_1"]["se"]
     assert se["reduce"]["kernel"].shape == (1, 1, 512, 32) and se["reduce"]["bias"].shape == (32,)
     assert se["expand"]["kernel"].shape == (1, 1, 32, 512)
+@pytest.mark.parametrize("depth", [18, 50])
+def test_remat_blocks_same_loss_and_grads(depth):
+    """remat='blocks' recomputes each block in the backward pass: the same parameters (names,
+    shapes), outputs, gradients and BN statistics as without it. The recomputation repeats the
+    forward's arithmetic, so the only freedom is XLA fusing it differently: 1e-6 relative."""
+    x = jax.random.normal(jax.random.PRNGKey(3), (4, 16, 16, 3))
+    plain = ResNet(depth=depth, width_multiplier=0.125, cifar_stem=True, conv_impl="xla")
+    remat = ResNet(depth=depth, width_multiplier=0.125, cifar_stem=True, conv_impl="xla",
+                   remat="blocks")
+    v = init(plain, x)
+    assert jax.tree_util.tree_structure(init(remat, x)) == jax.tree_util.tree_structure(v)
+
+    def loss(model, params):
+        h, updates = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x,
+                                 train=True, mutable=["batch_stats"])
+        return jnp.sum(jnp.sin(h)), updates["batch_stats"]
+
+    (l0, s0), g0 = jax.jit(jax.value_and_grad(partial(loss, plain), has_aux=True))(v["params"])
+    (l1, s1), g1 = jax.jit(jax.value_and_grad(partial(loss, remat), has_aux=True))(v["params"])
+    np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves((g1, s1)), jax.tree_util.tree_leaves((g0, s0)),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(jnp.abs(b).max()))
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(g0))
