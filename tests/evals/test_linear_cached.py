@@ -71,7 +71,11 @@ def test_candidates_train_together_as_alone_and_the_best_on_validation_is_chosen
                                                   checkpoint_step=4)
         for a, b in zip(jax.tree_util.tree_leaves(alone.params),
                         jax.tree_util.tree_leaves(together[k].params), strict=True):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+            # One jit for all candidates fuses the same per-candidate arithmetic differently:
+            # ulp-level differences, grown by lr 30 over 24 steps to ~3e-5 (measured). Another
+            # candidate's classifier, or a skipped batch, differs at O(1).
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3,
+                                       atol=1e-4 * np.abs(np.asarray(b)).max())
         params = jax.device_get(together[k].params["classifier"])
         top1, loss = _numpy_metrics(params, h[1347:], labels[1347:])
         assert record["candidates"][k]["val_top1"] == pytest.approx(top1, abs=1e-9)
