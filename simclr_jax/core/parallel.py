@@ -71,6 +71,20 @@ def prefetch_to_mesh(local_batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
         yield queue.popleft()
 
 
+def settled(out):
+    """`out`, computed: on XLA:CPU, block until its program finished; elsewhere `out` as it is.
+
+    With the simulated CPU devices, two collective programs in flight at once (the classifier
+    step and the next feature-bank gather, each with a reduction over the devices) were seen to
+    miss the in-process rendezvous (one device of 8 never arrived within its 40 s) and abort the
+    process (tests/evals/test_quality.py, loaded 2-core host). One program at a time costs the
+    CPU little: its devices share the same cores. TPU/GPU keep the asynchronous dispatch.
+    """
+    if jax.default_backend() == "cpu":
+        return jax.block_until_ready(out)
+    return out
+
+
 def compile_then_meet(step_fn: Callable, state, batches: Iterator[dict]) -> Iterator[dict]:
     """`batches`, after every process has compiled `step_fn(state, first batch)`.
 

@@ -165,8 +165,7 @@ def compute(pre: Pretrained, source: Source, *, image_size: int, global_batch: i
         writer.close()
         multihost_sync("simclr_jax.feature_cache_written")
         _once(lambda: feature_cache.write_manifest(cache.directory, cache.key, layout))
-    return Bank(*bank, index=_all_hosts(index), num_examples=len(source),
-                num_classes=source.num_classes)
+    return _finished(bank, index, source)
 
 
 def _read(cache: CacheSpec, source: Source, nb: int, global_batch: int, width: int,
@@ -185,6 +184,14 @@ def _read(cache: CacheSpec, source: Source, nb: int, global_batch: int, width: i
             index[b] = idx
     finally:
         reader.close()
+    return _finished(bank, index, source)
+
+
+def _finished(bank: tuple, index: np.ndarray, source: Source) -> Bank:
+    # Wait for the bank's programs: on XLA:CPU's simulated devices a collective still in
+    # flight while the caller compiles the next program (the kNN scorer, the bank gather) can
+    # miss its 40 s rendezvous and abort the process (measured: tests/evals/test_quality.py).
+    bank = jax.block_until_ready(bank)
     return Bank(*bank, index=_all_hosts(index), num_examples=len(source),
                 num_classes=source.num_classes)
 

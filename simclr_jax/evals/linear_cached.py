@@ -107,7 +107,7 @@ def train_on_bank(bank: Bank, examples: np.ndarray, configs: list[ml_collections
                 gather.lower(bank.features, bank.labels, slots).compile()
                 features.multihost_sync("simclr_jax.gather_compiled")
                 first = False
-            yield gather(bank.features, bank.labels, slots)
+            yield parallel.settled(gather(bank.features, bank.labels, slots))
 
     states = loop.train(tuple(s[0] for s in started), step_fn, batches, num_steps,
                         config=base, checkpoint_step=checkpoint_step, writer=writer,

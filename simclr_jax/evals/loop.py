@@ -112,7 +112,7 @@ def train(state, step_fn: Callable, batches: Callable[[int], Iterator[dict]], nu
     try:
         steps = parallel.compile_then_meet(step_fn, state, batches(start))
         for step, batch in zip(range(start + 1, num_steps + 1), steps, strict=False):
-            state, metrics = step_fn(state, batch)
+            state, metrics = parallel.settled(step_fn(state, batch))
             history.append(metrics)
             stop = preempted is not None and preempted(step)
             if step % config.log_every_steps == 0 or step == num_steps or stop:
