@@ -40,10 +40,12 @@ def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
         old_run, tmp_path, tiny_config, metric_rows, run_job, tfds_dir):
     """On 1 device, as the fixture was written, the new code's 2-step run with the legacy values
     of the keys added since (config.LEGACY) logs the fixture's losses and saves the fixture's
-    state (but the online probe's), bitwise (the same arithmetic: the numbers did not move).
-    Extending both runs by one step here then logs the same step 3, bitwise: the old
-    checkpoint, extended with today's defaults, resumes with the legacy behaviour of the keys
-    its saved config lacks, exactly as the new one does with the legacy values it saved."""
+    state (but the online probe's) within float32 rounding, and extending both runs by one step
+    logs the same step 3: the old checkpoint, extended with today's defaults, resumes with the
+    legacy behaviour of the keys its saved config lacks, as the new one does with the legacy
+    values it saved. Rounding, not bitwise: the merged colour jitter (one affine map + one HSV
+    round trip) and convolution code reorder float32 operations; a changed behaviour (padding,
+    shortcut, loss scale) moves the losses at the 1e-2 level, 1000x the tolerance."""
     fresh = tmp_path / "fresh"
     flags = [f"--config.{k}={v}" for k, v in {
         **ARCHITECTURE, "image_size": 8, "batch_size": 16, "num_train_steps": 2,
@@ -56,15 +58,18 @@ def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
     old_leaves = jax.tree_util.tree_leaves_with_path(old_state)
     new_leaves = dict(jax.tree_util.tree_leaves_with_path(new_state))
     assert len(old_leaves) == len(new_leaves) > 50
-    differ = [jax.tree_util.keystr(path) for path, leaf in old_leaves
-              if not np.array_equal(leaf, new_leaves[path])]
     # The online probe is initialised and decayed as the official code's since that fix; it
     # reads stop_gradient(h), so neither the encoder nor the losses depend on it.
-    assert all("['probe']" in path for path in differ), differ
+    for path, leaf in old_leaves:
+        if "['probe']" not in jax.tree_util.keystr(path):
+            np.testing.assert_allclose(new_leaves[path], leaf, rtol=1e-4,
+                                       atol=1e-5 * max(float(np.abs(leaf).max()), 1e-30),
+                                       err_msg=jax.tree_util.keystr(path))
     train.train_and_evaluate(tiny_config(num_train_steps=3, **ARCHITECTURE), str(old_run))
     train.train_and_evaluate(tiny_config(num_train_steps=3, **ARCHITECTURE, **LEGACY),
                              str(fresh))
     old = {r["step"]: r["loss"] for r in metric_rows(old_run) if "loss" in r}
     new = {r["step"]: r["loss"] for r in metric_rows(fresh) if "loss" in r}
     assert sorted(old) == sorted(new) == [1, 2, 3]
-    assert old == new  # 1, 2: the fixture's own log, written by the old code
+    for step in (1, 2, 3):  # 1, 2: the fixture's own log, written by the old code
+        np.testing.assert_allclose(new[step], old[step], rtol=1e-5)

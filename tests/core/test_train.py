@@ -137,7 +137,9 @@ def test_bfloat16_first_losses_equal_float32_within_rounding(tiny_config):
 
     fns = {}
     for dtype in ("float32", "bfloat16"):
-        config = tiny_config(batch_size=16, dtype=dtype)
+        # im2col: the tolerance is derived for direct convolutions; Winograd's transforms
+        # round in bf16 too (measured 0.24 at step 3 under the default conv_impl=auto on CPU).
+        config = tiny_config(batch_size=16, dtype=dtype, conv_impl="im2col")
         model = build_model(config, num_classes=10)
         fns[dtype] = jax.jit(partial(train.loss_and_grads, model=model, config=config,
                                      mesh=None))

@@ -136,9 +136,8 @@ def setup_state(tmp_path):
                                         "checkpoint_every_steps": 1})
     state = {"w": jnp.zeros(3), "step": jnp.int32(0)}
     directory = str(tmp_path / "state")
-    mngr = checkpointing.checkpoint_manager(directory, keep=1)
-    checkpointing.save(mngr, 3, {"w": jnp.ones(3), "step": jnp.int32(3)},
-                       ml_collections.ConfigDict(loop.identity(config, "ckpt")))
-    mngr.wait_until_finished()
-    mngr.close()
+    ckpt = checkpointing.Writer(checkpointing.checkpoint_manager(directory, keep=1))
+    ckpt.save(3, {"w": jnp.ones(3), "step": jnp.int32(3)},
+              ml_collections.ConfigDict(loop.identity(config, "ckpt")))
+    ckpt.close()
     return directory, state, config
