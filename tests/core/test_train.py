@@ -130,7 +130,8 @@ def test_bfloat16_first_losses_equal_float32_within_rounding(tiny_config):
     dense, BN re-normalising in between); independent roundings add in quadrature, sqrt(L) u =
     0.009 relative in z, so each cosine similarity moves by <= 2 x 0.009 and each logit by
     <= 0.018 / tau = 0.09 (tau = 0.2); NT-Xent (a log-sum-exp minus one logit) moves by at most
-    twice the largest logit change: 0.18. A wrong cast (bf16 loss or statistics, f16 overflow)
+    twice the largest logit change, 0.18 per anchor mean, and the official objective is the sum
+    of the two directions' means (2x): 0.36. A wrong cast (bf16 loss or statistics, f16 overflow)
     breaks this by O(1); the difference must also be non-zero, or bf16 never ran.
     """
     from functools import partial
@@ -157,5 +158,5 @@ def test_bfloat16_first_losses_equal_float32_within_rounding(tiny_config):
         diffs.append(abs(float(m16["loss"]) - float(m32["loss"])))
         params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
         stats = new_stats
-    assert max(diffs) < 0.18, diffs
+    assert max(diffs) < 0.36, diffs
     assert max(diffs) > 0, "bf16 gave bit-identical losses: was it applied?"
