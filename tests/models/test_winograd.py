@@ -26,7 +26,7 @@ def _close(a, b):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * float(jnp.abs(b).max()))
 
 
-@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("m", [4])  # the tile size conv_impl=winograd uses
 @pytest.mark.parametrize("size", [8, 7])  # 7: tiles overhang the image, cropped/zero-padded
 def test_winograd_value_and_grads_equal_xla_conv(m, size):
     kx, kk, kd = jax.random.split(jax.random.PRNGKey(0), 3)
