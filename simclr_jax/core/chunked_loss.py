@@ -19,9 +19,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
-from jax.sharding import PartitionSpec as P
 
-from simclr_jax.core.losses import LARGE_NUM, LOSS_REDUCTIONS, l2_normalize
+from simclr_jax.core.losses import LARGE_NUM, LOSS_REDUCTIONS, l2_normalize, over_global_batch
 
 
 def _blocks(keys: jnp.ndarray, chunk: int) -> tuple[jnp.ndarray, int]:
@@ -151,15 +150,8 @@ def nt_xent_chunked(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float, chunk_
     if normalize:
         z1, z2 = l2_normalize(z1), l2_normalize(z2)
 
-    def local(z1, z2, gather: bool):
-        n = z1.shape[0]
-        if gather:
-            z1_all = jax.lax.all_gather(z1, axis, tiled=True)
-            z2_all = jax.lax.all_gather(z2, axis, tiled=True)
-            offset = jax.lax.axis_index(axis) * n
-        else:
-            z1_all, z2_all, offset = z1, z2, 0
-        total = z1_all.shape[0]
+    def per_device(z1, z2, z1_all, z2_all, offset):
+        n, total = z1.shape[0], z1_all.shape[0]
         # Keys: all 2N views [view 1 of every image; view 2 of every image]. A view-1 anchor of
         # global image g is column g itself (masked) and has its positive at N + g; view 2 the
         # other way round.
@@ -169,18 +161,8 @@ def nt_xent_chunked(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float, chunk_
         self_col = jnp.concatenate([own, own + total])
         pos_col = jnp.concatenate([own + total, own])
         lse, positive = chunked_logits(q, keys, self_col, pos_col, temperature, chunk_size)
-        value = scale * jnp.mean(lse - positive)
         metrics = contrast_metrics(jax.lax.stop_gradient(z1), jax.lax.stop_gradient(z2_all),
                                    own, temperature, chunk_size)
-        metrics = {k: jnp.mean(v) for k, v in metrics.items()}
-        if gather:
-            # pmean inside the differentiated function: a psum'd loss would scale grads by N.
-            value = jax.lax.pmean(value, axis)
-            metrics = jax.lax.pmean(metrics, axis)
-        return value, metrics
+        return scale * jnp.mean(lse - positive), {k: jnp.mean(v) for k, v in metrics.items()}
 
-    if mesh is None:
-        return local(z1, z2, gather=False)
-    sharded = jax.shard_map(partial(local, gather=True), mesh=mesh,
-                            in_specs=(P(axis), P(axis)), out_specs=(P(), P()))
-    return sharded(z1, z2)
+    return over_global_batch(per_device, z1, z2, mesh, axis)

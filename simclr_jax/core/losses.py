@@ -11,7 +11,6 @@ BN parameters and biases get no trust ratio, so their step scales with it, and t
 weight decay weighs twice as much against a halved loss.
 """
 
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -138,28 +137,36 @@ def contrastive_loss(z1: jnp.ndarray, z2: jnp.ndarray, temperature: float,
     if normalize:
         z1, z2 = l2_normalize(z1), l2_normalize(z2)
 
-    def local(z1, z2, gather: bool):
-        if gather:
-            z1_all = jax.lax.all_gather(z1, axis, tiled=True)
-            z2_all = jax.lax.all_gather(z2, axis, tiled=True)
-            offset = jax.lax.axis_index(axis) * z1.shape[0]
-        else:
-            z1_all, z2_all, offset = z1, z2, 0
+    def per_device(z1, z2, z1_all, z2_all, offset):
         terms, logits, labels = nt_xent_local(z1, z2, z1_all, z2_all, offset, temperature)
         if loss == "nt_logistic":
             terms = nt_logistic_terms(logits, labels)
         elif loss == "margin_triplet":
             terms = margin_triplet_terms(logits, labels, margin)
         metrics = {k: jnp.mean(v) for k, v in contrastive_metrics(logits, labels).items()}
-        value = scale * jnp.mean(terms)
-        if gather:
-            # pmean inside the differentiated function: a psum'd loss would scale grads by N.
-            value = jax.lax.pmean(value, axis)
-            metrics = jax.lax.pmean(metrics, axis)
-        return value, metrics
+        return scale * jnp.mean(terms), metrics
+
+    return over_global_batch(per_device, z1, z2, mesh, axis)
+
+
+def over_global_batch(per_device, z1: jnp.ndarray, z2: jnp.ndarray, mesh: Mesh | None,
+                      axis: str = "data"):
+    """(loss, metrics) of `per_device(z1, z2, z1_all, z2_all, offset)` over the global batch.
+
+    With a mesh, z1/z2 are batch-sharded along `axis`: each device gets its own views and the
+    all-gathered views of every device (offset: the global index of its first example), and
+    the per-device means are averaged. Without one, the whole batch is one shard.
+    """
+    def local(z1, z2):
+        z1_all = jax.lax.all_gather(z1, axis, tiled=True)
+        z2_all = jax.lax.all_gather(z2, axis, tiled=True)
+        value, metrics = per_device(z1, z2, z1_all, z2_all,
+                                    jax.lax.axis_index(axis) * z1.shape[0])
+        # pmean inside the differentiated function: a psum'd loss would scale grads by N.
+        return jax.lax.pmean(value, axis), jax.lax.pmean(metrics, axis)
 
     if mesh is None:
-        return local(z1, z2, gather=False)
-    sharded = jax.shard_map(partial(local, gather=True), mesh=mesh,
-                            in_specs=(P(axis), P(axis)), out_specs=(P(), P()))
+        return per_device(z1, z2, z1, z2, 0)
+    sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(axis), P(axis)),
+                            out_specs=(P(), P()))
     return sharded(z1, z2)
