@@ -57,9 +57,9 @@ def create_train_state(model, tx: optax.GradientTransformation, rng: jax.Array,
 
 def init_state_on_mesh(model, tx, config, mesh) -> TrainState:
     """create_train_state, jitted so the state is born replicated on the mesh."""
-    init = jax.jit(partial(create_train_state, model, tx, image_size=config.image_size),
-                   out_shardings=parallel.replicated(mesh))
-    return init(jax.random.PRNGKey(config.seed))
+    return parallel.run_once(partial(create_train_state, model, tx, image_size=config.image_size),
+                             jax.random.PRNGKey(config.seed),
+                             out_shardings=parallel.replicated(mesh))
 
 
 def loss_and_grads(params, batch_stats, x: jnp.ndarray, labels: jnp.ndarray, *, model,

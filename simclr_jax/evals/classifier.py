@@ -136,8 +136,9 @@ def build_classifier(pre: Pretrained, config: ml_collections.ConfigDict, num_cla
                        after_block=config.fine_tune_after_block,
                        frozen_bn_inference=config.get("frozen_bn", "batch_stats") == "inference")
     x = jnp.zeros((1, config.image_size, config.image_size, 3))
-    init = jax.jit(lambda k: model.init(k, x, train=False),
-                   out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+    init = parallel.run_once(lambda k: model.init(k, x, train=False),
+                             jax.random.PRNGKey(config.seed),
+                             out_shardings=parallel.replicated(mesh))
     variables = {c: dict(init[c]) for c in ("params", "batch_stats")}
     for c in variables:
         variables[c]["encoder"] = pre.variables[c]

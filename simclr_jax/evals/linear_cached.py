@@ -56,8 +56,9 @@ def _start(config: ml_collections.ConfigDict, model: Classifier, width: int, num
     # Flax derives init keys from module paths: with the same seed, the layer "classifier"
     # starts exactly as in the full model, also when it is not zero-initialised.
     h = jnp.zeros((1, width))
-    params = jax.jit(lambda k: model.init(k, h, train=False)["params"],
-                     out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(config.seed))
+    params = parallel.run_once(lambda k: model.init(k, h, train=False)["params"],
+                               jax.random.PRNGKey(config.seed),
+                               out_shardings=parallel.replicated(mesh))
     if probe is not None:  # config.classifier_from_probe: start from the checkpoint's probe
         params = {**params, "classifier": probe}
     steps_per_epoch, num_steps = optim.total_steps(config, num_examples)

@@ -186,8 +186,8 @@ def random_init(config: ml_collections.ConfigDict, *, seed: int = 0,
     model = build_model(config)
     sharding = parallel.replicated(mesh if mesh is not None else parallel.make_mesh())
     x = jnp.zeros((1, config.image_size, config.image_size, 3))
-    variables = jax.jit(lambda k: model.init(k, x, train=False), out_shardings=sharding)(
-        jax.random.PRNGKey(seed))
+    variables = parallel.run_once(lambda k: model.init(k, x, train=False),
+                                  jax.random.PRNGKey(seed), out_shardings=sharding)
     return _pretrained(config, variables, 0, "", with_head)
 
 
