@@ -1,8 +1,10 @@
 """Shared test setup: 8 simulated CPU devices (before JAX starts), quiet TF, a TFDS dir, tiny
 configs, subprocess jobs, small image folders and one tiny pretraining run, as fixtures."""
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,11 @@ def _tiny_config(tfds_dir: str, **overrides) -> ml_collections.ConfigDict:
     c.num_train_steps = 4
     c.log_every_steps = 1
     c.checkpoint_every_steps = 2
+    # XLA's own convolutions compile in half the time of the CPU default (conv_impl=auto:
+    # Winograd), and most of an in-process test is compilation. The CPU convolutions are
+    # tested against XLA's in tests/models, and the job tests (subprocesses, default flags)
+    # run them end to end.
+    c.conv_impl = "xla"
     c.update(overrides)
     return c
 
@@ -54,7 +61,7 @@ def _tiny_config(tfds_dir: str, **overrides) -> ml_collections.ConfigDict:
 @pytest.fixture(scope="session")
 def tiny_config(tfds_dir) -> Callable[..., ml_collections.ConfigDict]:
     """tiny_config(**overrides): the embedded default shrunk to a ResNet-18 at 1/8 width on
-    8 px views, 4 steps of B=16, reading the session's TFDS dir."""
+    8 px views, 4 steps of B=16, XLA's convolutions, reading the session's TFDS dir."""
     return lambda **overrides: _tiny_config(tfds_dir, **overrides)
 
 
@@ -205,9 +212,27 @@ def official_listing() -> Callable[[str], dict[str, tuple[int, ...]]]:
 
 # ---- Evaluation --------------------------------------------------------------------------------
 
+def _made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """<shared tmp>/name, made by `make(path)` once for the whole test session: with
+    pytest-xdist its workers share it (the first makes it under a file lock, the others wait)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # this session's directory, above each worker's own
+    path, done = base / name, base / f"{name}.done"
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # a half-made one (a worker that crashed)
+            path.mkdir()
+            make(path)
+            done.touch()
+    return path
+
+
 @pytest.fixture(scope="session")
 def pretrained_run(tmp_path_factory, tfds_dir) -> str:
-    """Workdir of a 4-step tiny pretraining (checkpoints 2 and 4), made once per session.
+    """Workdir of a 4-step tiny pretraining (checkpoints 2 and 4), made once per session and
+    shared by the xdist workers (read it; copy it to change it).
 
     Written on the 8 simulated devices of the test session, so restoring it elsewhere with
     fewer devices exercises cross-device-count restore. Its kNN monitor logs at steps 2 and 4.
@@ -215,10 +240,11 @@ def pretrained_run(tmp_path_factory, tfds_dir) -> str:
     from simclr_jax.core import train
     from simclr_jax.evals import knn
 
-    workdir = str(tmp_path_factory.mktemp("pretrained"))
-    train.train_and_evaluate(_tiny_config(tfds_dir, knn_every_steps=2), workdir,
-                             monitor=knn.Monitor)
-    return workdir
+    def make(workdir: Path) -> None:
+        train.train_and_evaluate(_tiny_config(tfds_dir, knn_every_steps=2), str(workdir),
+                                 monitor=knn.Monitor)
+
+    return str(_made_once(tmp_path_factory, "pretrained", make))
 
 
 @pytest.fixture(scope="session")

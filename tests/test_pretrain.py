@@ -78,10 +78,15 @@ def wait_until(condition, proc, timeout_s=300) -> None:
     assert condition(), f"nothing happened within {timeout_s} s"
 
 
-def test_sigterm_and_kill_9_then_rerun_match_uninterrupted(tmp_path, tfds_dir):
-    """SIGTERM: the job saves the current step and exits 0. kill -9: the rerun resumes from
-    the last complete checkpoint and ignores a half-written one. Both end where an
-    uninterrupted run ends: the same losses and the same final parameters."""
+def finished_checkpoints(workdir: Path) -> list[int]:
+    return sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit())
+
+
+def test_sigterm_then_kill_9_then_rerun_match_uninterrupted(tmp_path, tfds_dir):
+    """One run stopped twice: SIGTERM (the job saves the current step and exits 0), then its
+    rerun killed -9 (the next rerun resumes from the last complete checkpoint and ignores a
+    half-written later one). It ends where an uninterrupted run ends: the same losses and the
+    same final parameters (same device count: the same programs)."""
     flags = [*TINY_FLAGS, "--config.num_train_steps=12", "--config.checkpoint_every_steps=3"]
     straight = run_cli(tmp_path / "a", *flags, tfds_dir=tfds_dir)
     assert straight.returncode == 0, straight.stdout + straight.stderr
@@ -89,40 +94,36 @@ def test_sigterm_and_kill_9_then_rerun_match_uninterrupted(tmp_path, tfds_dir):
     assert sorted(a) == list(range(1, 13))
 
     # SIGTERM after step 4 is logged: not a checkpoint step, so the save is the notice's.
-    term = tmp_path / "term"
-    proc = run_cli(term, *flags, tfds_dir=tfds_dir, popen=True)
-    wait_until(lambda: (term / "metrics.jsonl").exists() and max(losses(term), default=0) >= 4,
+    run = tmp_path / "run"
+    proc = run_cli(run, *flags, tfds_dir=tfds_dir, popen=True)
+    wait_until(lambda: (run / "metrics.jsonl").exists() and max(losses(run), default=0) >= 4,
                proc)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
-    stopped = max(int(d.name) for d in (term / "checkpoints").iterdir() if d.name.isdigit())
+    stopped = max(finished_checkpoints(run))
     assert 4 <= stopped < 12 and f"saved step {stopped} of 12" in output, output[-3000:]
-    resumed = run_cli(term, *flags, tfds_dir=tfds_dir)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"Resumed from checkpoint step {stopped}" in resumed.stdout + resumed.stderr
 
-    # kill -9 once the first checkpoint is complete, then a half-written later one appears.
-    killed = tmp_path / "b"
-    proc = run_cli(killed, *flags, tfds_dir=tfds_dir, popen=True)
-    wait_until((killed / "checkpoints" / "3").exists, proc)
+    # The rerun resumes there; kill -9 once it has completed a checkpoint of its own.
+    proc = run_cli(run, *flags, tfds_dir=tfds_dir, popen=True)
+    wait_until(lambda: max(finished_checkpoints(run)) > stopped, proc)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    complete = max(int(d.name) for d in (killed / "checkpoints").iterdir() if d.name.isdigit())
-    partial = killed / "checkpoints" / "9.orbax-checkpoint-tmp-1"
-    partial.mkdir(parents=True, exist_ok=True)
+    output, _ = proc.communicate(timeout=60)
+    assert f"Resumed from checkpoint step {stopped}" in output, output[-3000:]
+    complete = max(finished_checkpoints(run))
+    partial = run / "checkpoints" / f"{complete + 1}.orbax-checkpoint-tmp-1"
+    partial.mkdir()
     (partial / "junk").write_text("half-written")
-    resumed = run_cli(killed, *flags, tfds_dir=tfds_dir)
+    resumed = run_cli(run, *flags, tfds_dir=tfds_dir)
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output
-    assert complete < 9 and f"Resumed from checkpoint step {complete}" in output, output[-3000:]
+    assert f"Resumed from checkpoint step {complete}" in output, output[-3000:]
 
-    for run in (term, killed):
-        b = losses(run)
-        assert sorted(b) == list(range(1, 13)), (run, sorted(b))
-        for step in range(1, 13):
-            assert abs(a[step] - b[step]) <= 1e-5, (run, step, a[step], b[step])
-        assert final_params_diff(tmp_path / "a", run) <= 1e-6, run
+    b = losses(run)
+    assert sorted(b) == list(range(1, 13)), sorted(b)
+    for step in range(1, 13):
+        assert abs(a[step] - b[step]) <= 1e-5, (step, a[step], b[step])
+    assert final_params_diff(tmp_path / "a", run) <= 1e-6
 
 
 def test_nan_stops_names_step_and_keeps_last_good_checkpoint(tmp_path, tfds_dir, tiny_config):
@@ -142,17 +143,29 @@ def test_nan_stops_names_step_and_keeps_last_good_checkpoint(tmp_path, tfds_dir,
     assert checkpointing.read_numpy(str(tmp_path), kept)["step"] == kept
 
 
-@pytest.mark.parametrize("flags,devices,message", [
-    (["--config.batch_size=12"], 8, "batch size 12 (config.batch_size) is not divisible"),
-    (["--config.temperature=-0.5"], 1, "config.temperature: must be > 0"),
-    (["--config.proj_head_mode=mlp"], 1, "config.proj_head_mode: must be one of"),
-    (["--config.temperatur=0.5"], 1, "unknown config key config.temperatur"),
-    (["--config.dataset=no_such_dataset"], 1, "unknown dataset 'no_such_dataset'"),
-    (["--config.dataset=cifar10"], 1, "run `tfds build cifar10"),
+@pytest.mark.parametrize("overrides,message", [
+    ({"batch_size": 12}, "batch size 12 (config.batch_size) is not divisible"),  # 8 devices
+    ({"temperature": -0.5}, "config.temperature: must be > 0"),
+    ({"proj_head_mode": "mlp"}, "config.proj_head_mode: must be one of"),
+    ({"dataset": "no_such_dataset"}, "unknown dataset 'no_such_dataset'"),
+    ({"dataset": "cifar10"}, "run `tfds build cifar10"),
 ])
-def test_bad_input_gives_one_clear_error(tmp_path, tfds_dir, flags, devices, message):
-    result = run_cli(tmp_path, *flags, "--config.num_train_steps=1", devices=devices,
-                     tfds_dir=tfds_dir)
+def test_bad_input_is_one_user_error_before_any_work(tmp_path, tiny_config, overrides, message):
+    """The job's errors are UserErrors (the command line prints each as one `error:` line with
+    exit code 2, the test below); nothing is written before the check."""
+    with pytest.raises(UserError) as error:
+        train.train_and_evaluate(tiny_config(num_train_steps=1, **overrides), str(tmp_path))
+    assert message in str(error.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--config.temperatur=0.5"], "unknown config key config.temperatur"),  # flag parsing
+    (["--config.dataset=cifar10"], "run `tfds build cifar10"),  # a UserError of the job
+])
+def test_bad_input_on_the_command_line_is_one_error_line_and_exit_2(tmp_path, tfds_dir, flags,
+                                                                  message):
+    result = run_cli(tmp_path, *flags, "--config.num_train_steps=1", tfds_dir=tfds_dir)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "Traceback" not in output
@@ -222,7 +235,9 @@ def test_resume_on_4_and_1_devices_logs_the_8_device_losses(copy_run, pretrained
     data.write_bytes(bytes(flipped))
 
     for run, devices in ((four, 4), (one, 1)):
-        result = run_cli(run, *PRETRAINED_RUN_FLAGS, devices=devices, tfds_dir=tfds_dir)
+        # Without the kNN monitor (a cadence may change on resume): it is not what is tested.
+        result = run_cli(run, *PRETRAINED_RUN_FLAGS, "--config.knn_every_steps=0",
+                         devices=devices, tfds_dir=tfds_dir)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-3000:]
         assert "Resumed from checkpoint step 2" in output, output[-3000:]

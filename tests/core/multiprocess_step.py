@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 # Mirrors test_multiprocess.FLAGS: the tiny 16 px config the whole-job tests run.
 CONFIG = dict(image_size=16, width_multiplier=0.125, proj_out_dim=16, batch_size=32,
-              learning_rate=0.1, num_train_steps=12,
+              learning_rate=0.1, num_train_steps=12, conv_impl="xla",
               warmup_epochs=0.0)  # so the one real step moves the weights
 
 

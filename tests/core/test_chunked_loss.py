@@ -83,12 +83,13 @@ def test_sharded_chunked_equals_sharded_plain(chunk):
 
 def test_train_step_with_chunked_loss_equals_plain(tiny_config):
     """config.loss_chunk_size reaches the loss: the step's loss and gradients are unchanged."""
-    from simclr_jax.core import train
+    from simclr_jax.core import parallel, train
     from simclr_jax.models import build_model
 
     c = tiny_config(batch_size=16)
     model = build_model(c, num_classes=10)
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
+    variables = parallel.run_once(lambda k: model.init(k, jnp.zeros((2, 8, 8, 3)), train=False),
+                                  jax.random.PRNGKey(0))
     x = jax.random.uniform(jax.random.PRNGKey(1), (32, 8, 8, 3))
     labels = jnp.zeros((32,), jnp.int32)
     out = []

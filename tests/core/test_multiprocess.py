@@ -31,7 +31,8 @@ STEPS = 8
 FLAGS = ["--config.image_size=16", "--config.width_multiplier=0.125", "--config.proj_out_dim=16",
          "--config.batch_size=32", "--config.log_every_steps=1",
          f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=1000",
-         "--config.learning_rate=0.1"]
+         "--config.learning_rate=0.1",
+         "--config.conv_impl=xla"]  # compiles fastest; what is tested is the sharding
 RUN_TIMEOUT_S = 900  # per run; a tiny run takes ~1 min on 2 idle cores, far more under load
 # One step through reordered f32 reductions: gloo sums across processes in another order than
 # one process sums its devices (BN statistics, the gathered logits, the gradient all-reduce), so

@@ -1,5 +1,7 @@
 """The sharded step equals the 1-device step: global negatives + cross-replica BN + aug keys."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,8 +22,9 @@ def setup(tiny_config):
     model = build_model(config, num_classes=10)
     tx = optim.build_optimizer(config, lambda s: 0.1)
     # Host copies: every test places its own device arrays (the real step donates them).
-    state = jax.device_get(train.create_train_state(model, tx, jax.random.PRNGKey(0),
-                                                    config.image_size))
+    state = jax.device_get(parallel.run_once(
+        partial(train.create_train_state, model, tx, image_size=config.image_size),
+        jax.random.PRNGKey(0)))
     rng = np.random.default_rng(0)
     batch = {"view1": rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8),
              "view2": rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8),
@@ -103,11 +106,12 @@ def test_online_probe_does_not_change_encoder_gradients(setup):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
-def test_other_optimizers_and_bfloat16_step(setup, optimizer):
+def test_adam_bfloat16_step_runs_sharded_and_keeps_float32(setup):
+    """The full jitted step with another optimizer (momentum's update: test_optim.py) and bf16
+    compute: finite loss, f32 loss and parameters."""
     config, _, _, _, batch = setup
     config = config.copy_and_resolve_references()
-    config.optimizer, config.dtype = optimizer, "bfloat16"
+    config.optimizer, config.dtype = "adam", "bfloat16"
     model = build_model(config, num_classes=10)
     tx = optim.build_optimizer(config, lambda s: 0.01)
     mesh = parallel.make_mesh()
@@ -134,8 +138,6 @@ def test_bfloat16_first_losses_equal_float32_within_rounding(tiny_config):
     of the two directions' means (2x): 0.36. A wrong cast (bf16 loss or statistics, f16 overflow)
     breaks this by O(1); the difference must also be non-zero, or bf16 never ran.
     """
-    from functools import partial
-
     fns = {}
     for dtype in ("float32", "bfloat16"):
         # im2col: the tolerance is derived for direct convolutions; Winograd's transforms
@@ -144,7 +146,8 @@ def test_bfloat16_first_losses_equal_float32_within_rounding(tiny_config):
         model = build_model(config, num_classes=10)
         fns[dtype] = jax.jit(partial(train.loss_and_grads, model=model, config=config,
                                      mesh=None))
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 8, 8, 3)), train=False)
+    variables = parallel.run_once(lambda k: model.init(k, jnp.zeros((2, 8, 8, 3)), train=False),
+                                  jax.random.PRNGKey(0))
     params, stats = variables["params"], variables["batch_stats"]
     rng = np.random.default_rng(0)
     diffs = []
