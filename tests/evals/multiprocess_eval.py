@@ -47,7 +47,9 @@ def main() -> None:
     from simclr_jax.evals import classifier, features, jobs, knn, pretrained
 
     mesh = parallel.make_mesh()
-    pre = pretrained.load(args.pretrained, mesh=mesh)
+    # The CPU default convolutions (the session's run was trained on XLA's): their features do
+    # not depend on how the batch is split (measured: bitwise), so neither do the kNN ranks.
+    pre = pretrained.load(args.pretrained, mesh=mesh, architecture={"conv_impl": "winograd"})
     config = eval_config.get_config("finetune")
     config.data_dir = args.data_dir
     config = jobs.resolve_config(config, pre.config)
