@@ -32,9 +32,9 @@ if [ "$SMOKE" = 1 ]; then
     # 2 simulated CPU devices, so "1 device vs all" has something to compare.
     export XLA_FLAGS="--xla_force_host_platform_device_count=2"
     STEP=(--depth=18 --width=0.125 --image_size=8 --per_device_batch=2 --dtype=float32
-          --steps=1)
+          --steps=1 --conv_impl=xla)  # XLA's convolutions, as on TPU/GPU (and fastest to compile)
     PIPE=(--cases=imagenet224 --num_jpegs=16 --imagenet_batch=8 --seconds=0.5 --steps=1
-          --imagenet_depth=18 --imagenet_width=0.125 --imagenet_step_batch=2)
+          --imagenet_depth=18 --imagenet_width=0.125 --imagenet_step_batch=2 --conv_impl=xla)
     LOSS=(--what=loss --devices=2 --batches=512 --chunks=128)
 else
     STEP=(--depth=50 --width=1 --image_size=224 --per_device_batch=64 --dtype=bfloat16

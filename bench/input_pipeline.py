@@ -50,6 +50,7 @@ flags.DEFINE_integer("cifar_step_batch", 64, "Train-step batch of the CIFAR case
 flags.DEFINE_integer("imagenet_depth", 18, "ResNet depth of the 224 px step (config: 50).")
 flags.DEFINE_float("imagenet_width", 0.25, "ResNet width of the 224 px step (config: 1.0).")
 flags.DEFINE_integer("imagenet_step_batch", 16, "Train-step batch of the 224 px case.")
+flags.DEFINE_string("conv_impl", "auto", "config.conv_impl of the steps (auto: the default).")
 flags.DEFINE_string("imagenet_dtype", "float32", "Compute dtype of the 224 px step (config: "
                     "bfloat16, which is not faster on a CPU).")
 flags.DEFINE_integer("steps", 3, "Timed train steps (median; after one warm-up step).")
@@ -110,6 +111,7 @@ def case_config(case: str, jpeg_dir: str):
         c.dataset = "folder:" + jpeg_dir
         c.batch_size = FLAGS.imagenet_batch
         c.dtype = FLAGS.imagenet_dtype
+    c.conv_impl = FLAGS.conv_impl
     return c
 
 

@@ -18,7 +18,7 @@ import optax
 
 from simclr_jax.augment import views
 from simclr_jax.config import validate
-from simclr_jax.core import metric_io, optim, train
+from simclr_jax.core import metric_io, optim, parallel, train
 from simclr_jax.data.splits import ArraySplit
 from simclr_jax.errors import UserError
 from simclr_jax.models.resnet import ResNet
@@ -49,8 +49,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     model = SupervisedModel(build_encoder(config), train_split.num_classes)
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
     tx = optim.build_optimizer(config, schedule)
-    variables = model.init(jax.random.PRNGKey(config.seed),
-                           jnp.zeros((2, config.image_size, config.image_size, 3)), train=False)
+    x = jnp.zeros((2, config.image_size, config.image_size, 3))
+    variables = parallel.run_once(lambda k: model.init(k, x, train=False),
+                                  jax.random.PRNGKey(config.seed))
     params, batch_stats = variables["params"], variables["batch_stats"]
     opt_state = tx.init(params)
 
