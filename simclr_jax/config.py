@@ -112,7 +112,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.proj_out_dim = 128
     c.online_probe = True  # linear probe on stop_gradient(h) when the dataset has labels
     c.dtype = "float32"
-    c.conv_impl = "auto"  # auto: im2col+matmul on CPU (faster there), XLA convs on TPU/GPU
+    c.conv_impl = "auto"  # auto: Winograd / im2col on CPU (faster there), XLA convs on TPU/GPU
     c.remat = "none"  # 'blocks': recompute each ResNet block in the backward pass (less memory)
     # Loss.
     c.temperature = 0.1

@@ -101,6 +101,8 @@ CONV_IMPLS = ("auto", "xla", "im2col", "winograd")
 def conv_class(impl: str) -> type[nn.Module]:
     """'xla' -> nn.Conv; 'im2col' -> Im2ColConv; 'winograd' -> WinogradConv; 'auto' ->
     WinogradConv on CPU, nn.Conv on TPU/GPU."""
+    if impl not in CONV_IMPLS:  # jobs check config.conv_impl first; benches call this directly
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
     if impl == "auto":
         impl = "winograd" if jax.default_backend() == "cpu" else "xla"
-    return {"im2col": Im2ColConv, "winograd": WinogradConv}.get(impl, nn.Conv)
+    return {"im2col": Im2ColConv, "winograd": WinogradConv, "xla": nn.Conv}[impl]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from simclr_jax.models import ProjectionHead, ResNet
-from simclr_jax.models.conv import Im2ColConv, fixed_padding
+from simclr_jax.models.conv import Im2ColConv, conv_class, fixed_padding
 from simclr_jax.models.resnet import ConvMaker
 from simclr_jax.models.simclr import param_count
 
@@ -186,3 +186,9 @@ def test_remat_blocks_same_loss_and_grads(depth):
                     strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(jnp.abs(b).max()))
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(g0))
+
+
+def test_an_unknown_conv_impl_is_refused_not_silently_xla():
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        conv_class("winogard")
+    assert conv_class("xla") is nn.Conv
