@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simclr_jax.models.winograd import winograd_conv3x3
+from simclr_jax.models.winograd import winograd_conv3x3, xla_winograd_conv3x3
 
 # 'SAME' or explicit ((top, bottom), (left, right)) zero padding, as nn.Conv takes it.
 Padding = str | Sequence[tuple[int, int]]
@@ -85,12 +85,15 @@ class Im2ColConv(nn.Module):
 
 class WinogradConv(Im2ColConv):
     """Im2ColConv, with the stride-1 3x3 convolutions (zero padding 1 on every side, as 'SAME'
-    gives them) done by Winograd F(4x4, 3x3)."""
+    gives them) done by Winograd F(4x4, 3x3); with <= 16 channels in and out, XLA's forward
+    and input gradient with Winograd's kernel gradient (see xla_winograd_conv3x3)."""
 
     def conv(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
         if (tuple(self.kernel_size) == (3, 3) and tuple(self.strides) == (1, 1)
                 and [_pads(self.padding, x.shape[1 + a], 3, 1, a) for a in (0, 1)]
                 == [(1, 1), (1, 1)]):
+            if max(kernel.shape[2:]) <= 16:
+                return xla_winograd_conv3x3(x, kernel)
             return winograd_conv3x3(x, kernel, 4)
         return im2col_conv(x, kernel, tuple(self.strides), self.padding)
 

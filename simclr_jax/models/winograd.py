@@ -95,40 +95,143 @@ def kernel_transform(kernel: jnp.ndarray, m: int) -> jnp.ndarray:
     return u.reshape((m + 2) ** 2, *kernel.shape[2:])
 
 
-def _forward(x, kernel, m):
-    v = input_transform(x, m)
-    mm = jax.lax.dot_general(v, kernel_transform(kernel, m), (((2,), (1,)), ((0,), (0,))))
-    return output_transform(mm, x.shape, m)
+# Chunking: every stage of a Winograd convolution is memory-bound at ResNet sizes (the
+# transformed input V and product M are 2.25x the activations), so the batch goes through in
+# chunks small enough for V and M to stay in cache instead of each stage streaming the whole
+# batch through DRAM. Measured on the 2-core dev machine (bench/conv_layers.py): 2x faster at
+# 32x32x16 and 16x16x32, 1.3-1.6x at full ResNet-18 width; below a few MiB per chunk the
+# matmuls get too small, and a kernel larger than the activations gains nothing.
+_MIN_CHUNK_BYTES = 1 << 20
+
+
+def num_chunks(x_shape: tuple[int, ...], channels_out: int, itemsize: int) -> int:
+    """How many chunks the batch of x (N, H, W, C) goes through: chunks of at least
+    max(1 MiB, U / 4) of input (U: the transformed kernel), a divisor of the per-device batch
+    (so that under a batch-sharded jit every device holds a slice of every chunk)."""
+    n, h, w, c = x_shape
+    kernel_bytes = 36 * c * channels_out * itemsize
+    devices = jax.device_count()
+    per_device = n // devices if n % devices == 0 else n
+    per_image = h * w * c * itemsize
+    chunks = max(1, per_device * per_image // max(_MIN_CHUNK_BYTES, kernel_bytes // 4))
+    while per_device % chunks:
+        chunks -= 1
+    return chunks
+
+
+def _by_chunks(fn, x: jnp.ndarray, chunks: int, init):
+    """fold over batch chunks: carry = fn(chunk of x, p, carry), for chunk p = images
+    p, p + chunks, p + 2 chunks, ... (strided, so a batch-sharded x stays sharded)."""
+    xs = x.reshape(-1, chunks, *x.shape[1:])  # free: row-major
+    return jax.lax.fori_loop(
+        0, chunks, lambda p, carry: fn(jax.lax.dynamic_index_in_dim(xs, p, 1, False), p, carry),
+        init)
+
+
+def _put(out: jnp.ndarray, y: jnp.ndarray, p) -> jnp.ndarray:
+    return jax.lax.dynamic_update_index_in_dim(out, y, p, 1)
+
+
+def _conv(x, u, m):
+    return output_transform(jax.lax.dot_general(input_transform(x, m), u,
+                                                (((2,), (1,)), ((0,), (0,)))), x.shape, m)
+
+
+def _forward(x, kernel, m, chunks):
+    u = kernel_transform(kernel, m)
+    if chunks == 1:
+        return _conv(x, u, m)
+    out = jnp.zeros((x.shape[0] // chunks, chunks, *x.shape[1:3], kernel.shape[-1]), x.dtype)
+    out = _by_chunks(lambda xc, p, out: _put(out, _conv(xc, u, m), p), x, chunks, out)
+    return out.reshape(x.shape[0], *out.shape[2:])
+
+
+def _conv3x3(x, kernel, m):
+    return _forward(x, kernel, m, num_chunks(x.shape, kernel.shape[-1], x.dtype.itemsize))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def winograd_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, m: int = 4) -> jnp.ndarray:
     """3x3, stride 1, 'SAME' (zero padding 1), no bias: x (N, H, W, C), kernel (3, 3, C, K)."""
-    return _forward(x, kernel, m)
+    return _conv3x3(x, kernel, m)
 
 
 def _fwd(x, kernel, m):
-    return _forward(x, kernel, m), (x, kernel)
+    return _conv3x3(x, kernel, m), (x, kernel)
+
+
+def _output_grad_transform(dy, m):
+    """dy (N, H, W, K) -> dM ((m+2)^2, N * tiles, K) = A dY A^T per tile (the transpose of
+    output_transform)."""
+    at = TRANSFORMS[m][2]
+    a = m + 2
+    th, tw = _tiles(dy, m)
+    dyp = jnp.pad(dy, ((0, 0), (0, th * m - dy.shape[1]), (0, tw * m - dy.shape[2]), (0, 0)))
+    cols = jnp.stack(_combine(at.T, [dyp[:, :, j::m] for j in range(m)]))  # (q, n, th*m, tw, k)
+    dmm = jnp.stack(_combine(at.T, [cols[:, :, i::m] for i in range(m)]))  # (r, q, n, th, tw, k)
+    return dmm.reshape(a * a, -1, dy.shape[-1])
+
+
+def _kernel_grad_transform(x, dy, m):
+    """dU = V^T dM per Winograd point ((m+2)^2, C, K), contracting over the tiles."""
+    return jax.lax.dot_general(input_transform(x, m), _output_grad_transform(dy, m),
+                               (((1,), (1,)), ((0,), (0,))))
+
+
+def _kernel_grad(x, dy, m):
+    """dk (3, 3, C, K) of the 3x3 'SAME' convolution of x (N, H, W, C): dU = V^T dM per
+    Winograd point, summed over the chunks, then dk = G^T dU G."""
+    chunks = num_chunks(x.shape, dy.shape[-1], x.dtype.itemsize)
+    a = m + 2
+    if chunks == 1:
+        du = _kernel_grad_transform(x, dy, m)
+    else:
+        dys = dy.reshape(-1, chunks, *dy.shape[1:])
+        du = _by_chunks(lambda xc, p, du: du + _kernel_grad_transform(
+            xc, jax.lax.dynamic_index_in_dim(dys, p, 1, False), m), x, chunks,
+            jnp.zeros((a * a, x.shape[-1], dy.shape[-1]), jnp.float32))
+    g = jnp.asarray(TRANSFORMS[m][1], jnp.float32)
+    return jnp.einsum("ra,rqio,qb->abio", g, du.astype(jnp.float32).reshape(a, a, *du.shape[1:]),
+                      g, precision=jax.lax.Precision.HIGHEST)
+
+
+def _flipped(kernel):
+    """The kernel whose 'SAME' convolution of dy is the input gradient of a stride-1 3x3
+    convolution (flipped in space, channels swapped: exact for symmetric padding)."""
+    return jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
 
 
 def _bwd(m, residuals, dy):
     x, kernel = residuals
-    # Input gradient: the same convolution of dy with the kernel flipped in space and its
-    # channels swapped (exact for stride 1 and symmetric padding).
-    dx = _forward(dy, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2), m)
-    # Kernel gradient: dU = V^T dM per Winograd point, then dk = G^T dU G.
-    at = TRANSFORMS[m][2]
-    a = m + 2
-    th, tw = _tiles(x, m)
-    dyp = jnp.pad(dy, ((0, 0), (0, th * m - dy.shape[1]), (0, tw * m - dy.shape[2]), (0, 0)))
-    cols = jnp.stack(_combine(at.T, [dyp[:, :, j::m] for j in range(m)]))  # (q, n, th*m, tw, k)
-    dmm = jnp.stack(_combine(at.T, [cols[:, :, i::m] for i in range(m)]))  # (r, q, n, th, tw, k)
-    dmm = dmm.reshape(a * a, -1, dy.shape[-1])
-    du = jax.lax.dot_general(input_transform(x, m), dmm, (((1,), (1,)), ((0,), (0,))))
-    g = jnp.asarray(TRANSFORMS[m][1], du.dtype)
-    dk = jnp.einsum("ra,rqio,qb->abio", g, du.reshape(a, a, *du.shape[1:]), g,
-                    precision=jax.lax.Precision.HIGHEST)
-    return dx, dk.astype(kernel.dtype)
+    dx = _forward(dy, _flipped(kernel), m, num_chunks(dy.shape, x.shape[-1], dy.dtype.itemsize))
+    return dx, _kernel_grad(x, dy, m).astype(kernel.dtype)
 
 
 winograd_conv3x3.defvjp(_fwd, _bwd)
+
+
+def _xla_conv3x3(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+# At <= 16 channels XLA:CPU's own forward convolution and input gradient beat Winograd (its
+# transforms cost more than its 16-wide matmuls save), but its kernel gradient is 4-10x slower
+# than Winograd's (bench/conv_layers.py): so the two are combined there.
+@jax.custom_vjp
+def xla_winograd_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """winograd_conv3x3 with XLA's forward and input gradient, Winograd F(4, 3)'s kernel
+    gradient: the fastest on CPU when the channels are few."""
+    return _xla_conv3x3(x, kernel)
+
+
+def _hybrid_fwd(x, kernel):
+    return _xla_conv3x3(x, kernel), (x, kernel)
+
+
+def _hybrid_bwd(residuals, dy):
+    x, kernel = residuals
+    return _xla_conv3x3(dy, _flipped(kernel)), _kernel_grad(x, dy, 4).astype(kernel.dtype)
+
+
+xla_winograd_conv3x3.defvjp(_hybrid_fwd, _hybrid_bwd)
