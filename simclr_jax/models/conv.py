@@ -12,12 +12,14 @@ conv_class).
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from simclr_jax.models import chunks
 from simclr_jax.models.winograd import winograd_conv3x3, xla_winograd_conv3x3
 
 # 'SAME' or explicit ((top, bottom), (left, right)) zero padding, as nn.Conv takes it.
@@ -63,6 +65,48 @@ def im2col_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
     return y.reshape(b, out_h, out_w, cout)
 
 
+# Chunks of at least 512 KiB of input (a stride-2 3x3's columns are 2.25x that): measured
+# best for the strided convs of ResNet-18 at widths 1/4 to 1 (bench/conv_layers.py).
+_MIN_CHUNK_BYTES = 1 << 19
+
+
+def _num_chunks(x_shape: tuple[int, ...], kernel: jnp.ndarray) -> int:
+    return chunks.num_chunks(x_shape, kernel.size * kernel.dtype.itemsize,
+                             kernel.dtype.itemsize, _MIN_CHUNK_BYTES)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def chunked_im2col_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
+                        padding: Padding = "SAME") -> jnp.ndarray:
+    """im2col_conv over the batch in cache-sized chunks (models/chunks.py), forward and
+    backward (each chunk's columns rebuilt there rather than kept: they are 9x its input)."""
+    return chunks.map_chunks(lambda xc: im2col_conv(xc, kernel, strides, padding), x,
+                             _num_chunks(x.shape, kernel))
+
+
+def _chunked_fwd(x, kernel, strides, padding):
+    return chunked_im2col_conv(x, kernel, strides, padding), (x, kernel)
+
+
+def _chunked_bwd(strides, padding, residuals, dy):
+    x, kernel = residuals
+    n = _num_chunks(x.shape, kernel)
+    xs, dys = (a.reshape(-1, n, *a.shape[1:]) for a in (x, dy))
+
+    def step(p, carry):
+        dx, dk = carry
+        gx, gk = jax.vjp(lambda a, k: im2col_conv(a, k, strides, padding), chunks.chunk(xs, p),
+                         kernel)[1](chunks.chunk(dys, p))
+        return chunks.put(dx, gx, p), dk + gk.astype(jnp.float32)
+
+    init = (jnp.zeros_like(xs), jnp.zeros(kernel.shape, jnp.float32))
+    dx, dk = jax.lax.fori_loop(0, n, step, init)
+    return dx.reshape(x.shape), dk.astype(kernel.dtype)
+
+
+chunked_im2col_conv.defvjp(_chunked_fwd, _chunked_bwd)
+
+
 class Im2ColConv(nn.Module):
     """Drop-in for nn.Conv(features, kernel_size, strides, padding, use_bias=False)."""
 
@@ -86,7 +130,8 @@ class Im2ColConv(nn.Module):
 class WinogradConv(Im2ColConv):
     """Im2ColConv, with the stride-1 3x3 convolutions (zero padding 1 on every side, as 'SAME'
     gives them) done by Winograd F(4x4, 3x3); with <= 16 channels in and out, XLA's forward
-    and input gradient with Winograd's kernel gradient (see xla_winograd_conv3x3)."""
+    and input gradient with Winograd's kernel gradient (see xla_winograd_conv3x3). The other
+    convolutions larger than 1x1 (the strided 3x3s, the 7x7 stem) run im2col in batch chunks."""
 
     def conv(self, x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
         if (tuple(self.kernel_size) == (3, 3) and tuple(self.strides) == (1, 1)
@@ -95,6 +140,8 @@ class WinogradConv(Im2ColConv):
             if max(kernel.shape[2:]) <= 16:
                 return xla_winograd_conv3x3(x, kernel)
             return winograd_conv3x3(x, kernel, 4)
+        if kernel.shape[0] * kernel.shape[1] > 1:  # a 1x1's "columns" are x: nothing to gain
+            return chunked_im2col_conv(x, kernel, tuple(self.strides), self.padding)
         return im2col_conv(x, kernel, tuple(self.strides), self.padding)
 
 

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simclr_jax.models import chunks
+
 # (B^T, G, A^T) of F(m, 3), m = 2 and 4 (Lavin & Gray 2016).
 TRANSFORMS = {
     2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]),
@@ -95,41 +97,15 @@ def kernel_transform(kernel: jnp.ndarray, m: int) -> jnp.ndarray:
     return u.reshape((m + 2) ** 2, *kernel.shape[2:])
 
 
-# Chunking: every stage of a Winograd convolution is memory-bound at ResNet sizes (the
-# transformed input V and product M are 2.25x the activations), so the batch goes through in
-# chunks small enough for V and M to stay in cache instead of each stage streaming the whole
-# batch through DRAM. Measured on the 2-core dev machine (bench/conv_layers.py): 2x faster at
-# 32x32x16 and 16x16x32, 1.3-1.6x at full ResNet-18 width; below a few MiB per chunk the
-# matmuls get too small, and a kernel larger than the activations gains nothing.
+# Chunks of at least 1 MiB of input (the transformed input is 2.25x that): measured best at
+# 16-128 channels (bench/conv_layers.py).
 _MIN_CHUNK_BYTES = 1 << 20
 
 
 def num_chunks(x_shape: tuple[int, ...], channels_out: int, itemsize: int) -> int:
-    """How many chunks the batch of x (N, H, W, C) goes through: chunks of at least
-    max(1 MiB, U / 4) of input (U: the transformed kernel), a divisor of the per-device batch
-    (so that under a batch-sharded jit every device holds a slice of every chunk)."""
-    n, h, w, c = x_shape
-    kernel_bytes = 36 * c * channels_out * itemsize
-    devices = jax.device_count()
-    per_device = n // devices if n % devices == 0 else n
-    per_image = h * w * c * itemsize
-    chunks = max(1, per_device * per_image // max(_MIN_CHUNK_BYTES, kernel_bytes // 4))
-    while per_device % chunks:
-        chunks -= 1
-    return chunks
-
-
-def _by_chunks(fn, x: jnp.ndarray, chunks: int, init):
-    """fold over batch chunks: carry = fn(chunk of x, p, carry), for chunk p = images
-    p, p + chunks, p + 2 chunks, ... (strided, so a batch-sharded x stays sharded)."""
-    xs = x.reshape(-1, chunks, *x.shape[1:])  # free: row-major
-    return jax.lax.fori_loop(
-        0, chunks, lambda p, carry: fn(jax.lax.dynamic_index_in_dim(xs, p, 1, False), p, carry),
-        init)
-
-
-def _put(out: jnp.ndarray, y: jnp.ndarray, p) -> jnp.ndarray:
-    return jax.lax.dynamic_update_index_in_dim(out, y, p, 1)
+    """How many batch chunks a Winograd convolution of x (N, H, W, C) runs in (chunks.py)."""
+    return chunks.num_chunks(x_shape, 36 * x_shape[-1] * channels_out * itemsize, itemsize,
+                             _MIN_CHUNK_BYTES)
 
 
 def _conv(x, u, m):
@@ -137,13 +113,9 @@ def _conv(x, u, m):
                                                 (((2,), (1,)), ((0,), (0,)))), x.shape, m)
 
 
-def _forward(x, kernel, m, chunks):
+def _forward(x, kernel, m, n_chunks):
     u = kernel_transform(kernel, m)
-    if chunks == 1:
-        return _conv(x, u, m)
-    out = jnp.zeros((x.shape[0] // chunks, chunks, *x.shape[1:3], kernel.shape[-1]), x.dtype)
-    out = _by_chunks(lambda xc, p, out: _put(out, _conv(xc, u, m), p), x, chunks, out)
-    return out.reshape(x.shape[0], *out.shape[2:])
+    return chunks.map_chunks(lambda xc: _conv(xc, u, m), x, n_chunks)
 
 
 def _conv3x3(x, kernel, m):
@@ -181,14 +153,14 @@ def _kernel_grad_transform(x, dy, m):
 def _kernel_grad(x, dy, m):
     """dk (3, 3, C, K) of the 3x3 'SAME' convolution of x (N, H, W, C): dU = V^T dM per
     Winograd point, summed over the chunks, then dk = G^T dU G."""
-    chunks = num_chunks(x.shape, dy.shape[-1], x.dtype.itemsize)
+    n_chunks = num_chunks(x.shape, dy.shape[-1], x.dtype.itemsize)
     a = m + 2
-    if chunks == 1:
+    if n_chunks == 1:
         du = _kernel_grad_transform(x, dy, m)
     else:
-        dys = dy.reshape(-1, chunks, *dy.shape[1:])
-        du = _by_chunks(lambda xc, p, du: du + _kernel_grad_transform(
-            xc, jax.lax.dynamic_index_in_dim(dys, p, 1, False), m), x, chunks,
+        dys = dy.reshape(-1, n_chunks, *dy.shape[1:])
+        du = chunks.fold(lambda xc, p, du: du + _kernel_grad_transform(
+            xc, chunks.chunk(dys, p), m), x, n_chunks,
             jnp.zeros((a * a, x.shape[-1], dy.shape[-1]), jnp.float32))
     g = jnp.asarray(TRANSFORMS[m][1], jnp.float32)
     return jnp.einsum("ra,rqio,qb->abio", g, du.astype(jnp.float32).reshape(a, a, *du.shape[1:]),
