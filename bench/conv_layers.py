@@ -6,7 +6,9 @@ implementation, forward and backward apart (ms, best of --repeats).
 
 For each stage's shape (32x32x64w, 16x16x128w, 8x8x256w, 4x4x512w at width w): XLA's forward,
 its input gradient and its kernel gradient alone, then forward + backward of XLA, Winograd
-F(4x4, 3x3) (models/winograd.py) and im2col (models/conv.py), as `jax.grad` of a sum of squares.
+F(4x4, 3x3) in batch chunks (models/winograd.py, models/chunks.py), the hybrid used at <= 16
+channels (XLA's forward and input gradient, Winograd's kernel gradient) and im2col
+(models/conv.py), as `jax.grad` of a sum of squares.
 """
 
 import os
@@ -42,13 +44,14 @@ def main(argv) -> None:
     import jax.numpy as jnp
 
     from simclr_jax.models.conv import im2col_conv
-    from simclr_jax.models.winograd import winograd_conv3x3
+    from simclr_jax.models.winograd import winograd_conv3x3, xla_winograd_conv3x3
 
     def xla(x, k):
         return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     impls = {"xla": xla, "winograd": lambda x, k: winograd_conv3x3(x, k, 4),
+             "xla+winograd kernel grad": xla_winograd_conv3x3,
              "im2col": lambda x, k: im2col_conv(x, k, (1, 1), ((1, 1), (1, 1)))}
     print(f"3x3 conv layers, R18 width {FLAGS.width:g}, {FLAGS.batch} views, f32, "
           f"{jax.devices()[0].platform}; load average {os.getloadavg()[0]:.1f}")
