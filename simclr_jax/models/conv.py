@@ -5,9 +5,9 @@ CPU's matmul peak, its forward alone at ~50%); written as shifted slices concate
 channels and one matmul, the same convolution runs through the CPU's GEMM instead. Winograd
 (models/winograd.py) does the stride-1 3x3 convolutions (most of a ResNet's FLOPs) with 4x
 fewer multiplications and a smaller transformed input than im2col's columns; the strided and
-1x1 convolutions stay im2col. Both run the batch in cache-sized chunks (models/chunks.py). Same parameter name and shape as nn.Conv ('kernel',
-(kh, kw, cin, cout)), so checkpoints move freely between all three. TPU/GPU keep nn.Conv (see
-conv_class).
+1x1 convolutions stay im2col. Both run the batch in cache-sized chunks (models/chunks.py).
+Same parameter name and shape as nn.Conv ('kernel', (kh, kw, cin, cout)), so checkpoints move
+freely between all three. TPU/GPU keep nn.Conv (see conv_class).
 """
 
 import math
