@@ -91,12 +91,17 @@ def _chunked_fwd(x, kernel, strides, padding):
 def _chunked_bwd(strides, padding, residuals, dy):
     x, kernel = residuals
     n = _num_chunks(x.shape, kernel)
+
+    def grads(x, dy):
+        return jax.vjp(lambda a, k: im2col_conv(a, k, strides, padding), x, kernel)[1](dy)
+
+    if n == 1:  # small batches: no loop, no zeroed buffers
+        return grads(x, dy)
     xs, dys = (a.reshape(-1, n, *a.shape[1:]) for a in (x, dy))
 
     def step(p, carry):
         dx, dk = carry
-        gx, gk = jax.vjp(lambda a, k: im2col_conv(a, k, strides, padding), chunks.chunk(xs, p),
-                         kernel)[1](chunks.chunk(dys, p))
+        gx, gk = grads(chunks.chunk(xs, p), chunks.chunk(dys, p))
         return chunks.put(dx, gx, p), dk + gk.astype(jnp.float32)
 
     init = (jnp.zeros_like(xs), jnp.zeros(kernel.shape, jnp.float32))

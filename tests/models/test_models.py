@@ -131,16 +131,17 @@ def test_im2col_conv_equals_xla_conv(kernel, strides, size, padding):
 
 
 @pytest.mark.parametrize("kernel,strides", [(3, 2), (7, 2), (3, 1)])
-def test_chunked_im2col_conv_equals_xla_conv(monkeypatch, kernel, strides):
-    """The batch in chunks (forced to 2 images; real runs: >= 512 KiB): same output, input
-    and kernel gradients as XLA's convolution, jitted."""
+@pytest.mark.parametrize("min_bytes,n_chunks", [(1, 6), (1 << 30, 1)])
+def test_chunked_im2col_conv_equals_xla_conv(monkeypatch, kernel, strides, min_bytes, n_chunks):
+    """The batch in chunks (forced to 1 image each; real runs: >= 512 KiB) and in one: same
+    output, input and kernel gradients as XLA's convolution, jitted."""
     from simclr_jax.models import conv
 
-    monkeypatch.setattr(conv, "_MIN_CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv, "_MIN_CHUNK_BYTES", min_bytes)
     x = jax.random.normal(jax.random.PRNGKey(1), (6, 9, 9, 5))
     k = jax.random.normal(jax.random.PRNGKey(2), (kernel, kernel, 5, 4))
     pad = fixed_padding(kernel)
-    assert conv._num_chunks(x.shape, k) == 6
+    assert conv._num_chunks(x.shape, k) == n_chunks
 
     def xla_conv(x, k):
         return jax.lax.conv_general_dilated(x, k, (strides,) * 2, pad,
