@@ -19,6 +19,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # the same tiny train step, and a rerun of a killed job the same programs as its first run.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="simclr-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+# ... written by every process of a multi-process job, not just process 0 (support/sitecustomize).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(Path(__file__).with_name("support")), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
@@ -264,3 +267,17 @@ def tiny_eval_config() -> Callable[..., ml_collections.ConfigDict]:
         return c
 
     return make
+
+
+# ---- Scheduling --------------------------------------------------------------------------------
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first (`@pytest.mark.slow(seconds)`), the rest in their usual order: each xdist
+    worker takes the next test when it is free (--maxschedchunk=1), so the long tests overlap
+    with each other and the short ones fill in, instead of one long test ending the run on one
+    worker while the other waits."""
+    def expected_seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return marker.args[0] if marker else 0.0
+
+    items.sort(key=expected_seconds, reverse=True)  # stable: the rest keep their order

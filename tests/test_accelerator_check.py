@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow(195)
 def test_accelerator_check_smoke_prints_every_figure():
     env = dict(os.environ, PYTHON=sys.executable)
     env.pop("XLA_FLAGS", None)  # the script sets its own device count

@@ -43,11 +43,28 @@ def checkpoint_dir(workdir: str) -> epath.Path:
 def checkpoint_manager(workdir: str, keep: int = 3, read_only: bool = False
                        ) -> ocp.CheckpointManager:
     """Async manager keeping the `keep` newest steps, items 'state' and 'config'."""
+    _no_replica_parallel_writes_on_cpu()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, cleanup_tmp_directories=not read_only,
         enable_async_checkpointing=True, read_only=read_only)
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                  item_names=("state", "config"))
+
+
+def _no_replica_parallel_writes_on_cpu() -> None:
+    """On CPU, Orbax's arrays are written whole by their first replica (as Orbax does on GPU).
+
+    Orbax's default (replica-parallel) splits each replicated array into one slice per device,
+    each written by its own replica: hosts share the writes on a TPU pod, but on CPU the devices
+    are one host's, so it only adds a compiled slice program per array shape and device:
+    measured ~6 s of each of the first saves of the tiny test model on 8 CPU devices (164 XLA
+    compilations in a 4-step run with 2 saves, 12 without). The files hold the same arrays
+    (restores do not depend on it). TPU and GPU keep Orbax's defaults.
+    """
+    if jax.default_backend() == "cpu":
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+            override=True)
 
 
 def finished_steps(root: epath.Path) -> list[int]:

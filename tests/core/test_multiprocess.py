@@ -168,6 +168,7 @@ def sigterm_after(procs: Processes, group: list, workdir: Path, step: int) -> in
     return saved[0]
 
 
+@pytest.mark.slow(285)
 def test_two_process_resume_is_exact(tmp_path, tfds_dir, procs):
     """2 x 2 devices, SIGTERM to process 1 mid-run and a rerun == 2 x 2 uninterrupted, bitwise.
 
@@ -229,6 +230,7 @@ def assert_close_to_scale(a: np.ndarray, b: np.ndarray, what: str) -> float:
     return diff
 
 
+@pytest.mark.slow(190)
 def test_two_processes_compute_one_process_step_and_read_its_batches(tmp_path, tfds_dir,
                                                                      procs):
     """2 processes x 2 devices vs 1 process x 4 devices, one step from the same state.

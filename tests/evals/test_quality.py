@@ -4,6 +4,7 @@ The cheap, in-suite version of bench/linear_eval_quality.py (digits at their nat
 at 1/8 width): both linear eval (cached features) and kNN, measured in one run.
 """
 
+import pytest
 from clu import metric_writers
 
 from simclr_jax import eval_config
@@ -13,6 +14,7 @@ from simclr_jax.evals import jobs, knn, linear, pretrained
 MARGIN = 0.15  # absolute top-1; the measured gap is several times larger (see README)
 
 
+@pytest.mark.slow(120)
 def test_pretrained_encoder_beats_random_init_by_a_clear_margin(tmp_path, tfds_dir, tiny_config):
     pre = tiny_config(batch_size=128, num_train_steps=100, checkpoint_every_steps=100,
                       log_every_steps=50, proj_out_dim=32)
