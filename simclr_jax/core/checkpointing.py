@@ -9,6 +9,7 @@ compares a step with its manifest before anything restores it.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import zlib
@@ -51,6 +52,7 @@ def checkpoint_manager(workdir: str, keep: int = 3, read_only: bool = False
                                  item_names=("state", "config"))
 
 
+@functools.cache  # Orbax's type-handler registry is process-wide: register once
 def _no_replica_parallel_writes_on_cpu() -> None:
     """On CPU, Orbax's arrays are written whole by their first replica (as Orbax does on GPU).
 
