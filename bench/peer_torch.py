@@ -16,9 +16,11 @@ comparison can alternate ours and the peer's without paying the start-up again.
 
 The same network and recipe as ours (simclr_jax/models, core/losses.py, core/optim.py):
 ResNet-18 v1 with the CIFAR stem (3x3/1 conv, no max-pool) at the chosen width, no conv bias,
-zero-init gamma of each block's last BN, a projection shortcut where the shape changes; the
-2-layer projection head (Linear without bias + BN + ReLU, Linear + BN without beta, out 128);
-the online linear probe on detached h; lightly's NTXentLoss (the mean over all 2N anchors, as
+zero-init gamma of each block's last BN, a projection shortcut (1x1 conv + BN) on the first
+block of every stage, stage 1 included (the official code's rule, ours by default:
+`config.shortcut='every_group'`); a projection head of `--proj_layers` layers (Linear without
+bias + BN + ReLU each, then Linear + BN without beta, out 128; 2 as our base config,
+bench/train_loop.py passes the CIFAR config's 3); the online linear probe on detached h; lightly's NTXentLoss (the mean over all 2N anchors, as
 ours); lightly's LARS (momentum 0.9, trust 0.001, weight decay 1e-6 on the kernels only: BN
 parameters, biases and the probe in a group without decay, which lightly's LARS also excludes
 from the trust ratio); channels-last memory. `step` mode feeds float views (the augmentation is
@@ -45,7 +47,7 @@ def scaled(width: int, multiplier: float) -> int:
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, projection: bool):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)
@@ -53,7 +55,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)
         nn.init.zeros_(self.bn2.weight)
         self.shortcut = None
-        if stride != 1 or cin != cout:
+        if projection:
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
                                           nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1))
 
@@ -66,7 +68,8 @@ class BasicBlock(nn.Module):
 class SimCLR(nn.Module):
     """ResNet-18 (CIFAR stem) -> h; 2-layer head -> z; probe on detached h."""
 
-    def __init__(self, width: float, out_dim: int = 128, num_classes: int = 10):
+    def __init__(self, width: float, proj_layers: int = 2, out_dim: int = 128,
+                 num_classes: int = 10):
         super().__init__()
         stem = scaled(64, width)
         self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 1, 1, bias=False),
@@ -75,11 +78,12 @@ class SimCLR(nn.Module):
         for stage in range(4):
             cout = scaled(64 * 2**stage, width)
             for b in range(2):
-                blocks.append(BasicBlock(cin, cout, 2 if stage > 0 and b == 0 else 1))
+                blocks.append(BasicBlock(cin, cout, 2 if stage > 0 and b == 0 else 1, b == 0))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Linear(cin, cin, bias=False), nn.BatchNorm1d(cin), nn.ReLU(),
-                                  nn.Linear(cin, out_dim, bias=False),
+        hidden = [m for _ in range(proj_layers - 1)
+                  for m in (nn.Linear(cin, cin, bias=False), nn.BatchNorm1d(cin), nn.ReLU())]
+        self.head = nn.Sequential(*hidden, nn.Linear(cin, out_dim, bias=False),
                                   nn.BatchNorm1d(out_dim, affine=True))
         self.head[-1].bias.requires_grad_(False)  # the last BN has no centre (beta)
         self.probe = nn.Linear(cin, num_classes)
@@ -89,8 +93,8 @@ class SimCLR(nn.Module):
         return self.head(h), self.probe(h.detach())
 
 
-def build(width: float, lr: float):
-    model = SimCLR(width).to(memory_format=torch.channels_last)
+def build(width: float, lr: float, proj_layers: int = 2):
+    model = SimCLR(width, proj_layers).to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters()
              if p.requires_grad and p.ndim > 1 and not n.startswith("probe")]
     rest = [p for n, p in model.named_parameters()
@@ -152,6 +156,8 @@ def main() -> None:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--image_size", type=int, default=32)
+    p.add_argument("--proj_layers", type=int, default=2,
+                   help="projection head layers (ours: config.num_proj_layers)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--cifar_dir", default="")
@@ -162,7 +168,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model, opt, loss_fn = build(a.width, lr=1.0 * a.batch_size / 256)
+    model, opt, loss_fn = build(a.width, lr=1.0 * a.batch_size / 256, proj_layers=a.proj_layers)
     model.train()
     batches = (folder_batches(a.cifar_dir, a.batch_size, a.image_size, a.workers)
                if a.mode == "loop" else random_batches(a.batch_size, a.image_size))

@@ -68,8 +68,12 @@ def ours_round() -> float:
 
 
 def peer_round() -> float:
+    sys.path.insert(0, ROOT)
+    from simclr_jax.config import cifar10_config  # what configs/cifar10.py runs for ours
+
     cmd = [FLAGS.peer_python, os.path.join(ROOT, "bench", "peer_torch.py"), "--mode=loop",
            f"--width={FLAGS.width}", f"--batch_size={FLAGS.batch_size}",
+           f"--proj_layers={cifar10_config().num_proj_layers}",
            f"--cifar_dir={os.path.abspath(FLAGS.cifar_dir)}", f"--steps={FLAGS.peer_steps}",
            "--warmup=3", f"--workers={FLAGS.peer_workers}"]
     done = subprocess.run(cmd, capture_output=True, text=True)
