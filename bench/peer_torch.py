@@ -20,8 +20,8 @@ zero-init gamma of each block's last BN, a projection shortcut (1x1 conv + BN) o
 block of every stage, stage 1 included (the official code's rule, ours by default:
 `config.shortcut='every_group'`); a projection head of `--proj_layers` layers (Linear without
 bias + BN + ReLU each, then Linear + BN without beta, out 128; 2 as our base config,
-bench/train_loop.py passes the CIFAR config's 3); the online linear probe on detached h; lightly's NTXentLoss (the mean over all 2N anchors, as
-ours); lightly's LARS (momentum 0.9, trust 0.001, weight decay 1e-6 on the kernels only: BN
+bench/train_loop.py passes the CIFAR config's 3); the online linear probe on detached h;
+lightly's NTXentLoss (the mean over all 2N anchors, as ours); lightly's LARS (momentum 0.9, trust 0.001, weight decay 1e-6 on the kernels only: BN
 parameters, biases and the probe in a group without decay, which lightly's LARS also excludes
 from the trust ratio); channels-last memory. `step` mode feeds float views (the augmentation is
 the data loader's job in PyTorch); `loop` mode trains from the image folder with lightly's
