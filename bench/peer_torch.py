@@ -14,19 +14,19 @@ interleave its timings with ours. `--serve` keeps one process alive and answers 
 `N` on stdin with one JSON line {"seconds": [...]} (per-step seconds of N more steps), so the
 comparison can alternate ours and the peer's without paying the start-up again.
 
-The same network and recipe as ours (simclr_jax/models, core/losses.py, core/optim.py):
-ResNet-18 v1 with the CIFAR stem (3x3/1 conv, no max-pool) at the chosen width, no conv bias,
-zero-init gamma of each block's last BN, a projection shortcut (1x1 conv + BN) on the first
-block of every stage, stage 1 included (the official code's rule, ours by default:
-`config.shortcut='every_group'`); a projection head of `--proj_layers` layers (Linear without
-bias + BN + ReLU each, then Linear + BN without beta, out 128; 2 as our base config,
-bench/train_loop.py passes the CIFAR config's 3); the online linear probe on detached h;
-lightly's NTXentLoss (the mean over all 2N anchors, as ours); lightly's LARS (momentum 0.9, trust 0.001, weight decay 1e-6 on the kernels only: BN
-parameters, biases and the probe in a group without decay, which lightly's LARS also excludes
-from the trust ratio); channels-last memory. `step` mode feeds float views (the augmentation is
-the data loader's job in PyTorch); `loop` mode trains from the image folder with lightly's
-SimCLRTransform (random resized crop, flip, colour jitter p=0.8 at strength 0.5, greyscale
-p=0.2, no blur, no normalisation: the CIFAR recipe) in DataLoader worker processes.
+The same network and recipe as ours (simclr_jax/models, core/losses.py, core/optim.py): ResNet-18
+v1 with the CIFAR stem (3x3/1 conv, no max-pool) at the chosen width, no conv bias, zero-init gamma
+of each block's last BN, a projection shortcut (1x1 conv + BN) on the first block of every stage,
+stage 1 included (the official code's rule, ours by default: `config.shortcut='every_group'`); a
+projection head of `--proj_layers` layers (Linear without bias + BN + ReLU each, then Linear + BN
+without beta, out 128; 2 as our base config, bench/train_loop.py passes the CIFAR config's 3); the
+online linear probe on detached h; lightly's NTXentLoss (the mean over all 2N anchors, as ours);
+lightly's LARS (momentum 0.9, trust 0.001, weight decay 1e-6 on the kernels only: BN parameters,
+biases and the probe in a group without decay, which lightly's LARS also excludes from the trust
+ratio); channels-last memory. `step` mode feeds float views (the augmentation is the data loader's
+job in PyTorch); `loop` mode trains from the image folder with lightly's SimCLRTransform (random
+resized crop, flip, colour jitter p=0.8 at strength 0.5, greyscale p=0.2, no blur, no
+normalisation: the CIFAR recipe) in DataLoader worker processes.
 """
 
 import argparse
