@@ -12,7 +12,8 @@ outside this repository, e.g.
 bench/train_step.py and bench/train_loop.py start it as a subprocess (`--peer_python`) and
 interleave its timings with ours. `--serve` keeps one process alive and answers each line
 `N` on stdin with one JSON line {"seconds": [...]} (per-step seconds of N more steps), so the
-comparison can alternate ours and the peer's without paying the start-up again.
+comparison can alternate ours and the peer's without paying the start-up again. `--mode=blocks`
+times one residual block per stage for bench/blocks.py.
 
 The same network and recipe as ours (simclr_jax/models, core/losses.py, core/optim.py): ResNet-18
 v1 with the CIFAR stem (3x3/1 conv, no max-pool) at the chosen width, no conv bias, zero-init gamma
@@ -150,9 +151,39 @@ def run_steps(model, opt, loss_fn, batches, n: int) -> list[float]:
     return times
 
 
+def time_blocks(width: float, views: int, calls: int) -> dict[str, list[float]]:
+    """bench/blocks.py's peer side: {'HxC': [forward ms, forward + backward ms]} of the stride-1
+    identity-shortcut block of each stage at 32 px, best of `calls` after one warm-up."""
+    out = {}
+    for stage in range(4):
+        h, c = 32 // 2**stage, scaled(64 * 2**stage, width)
+        block = BasicBlock(c, c, 1, projection=False).to(memory_format=torch.channels_last)
+        x0 = torch.randn(views, c, h, h).contiguous(memory_format=torch.channels_last)
+
+        def forward(block=block, x0=x0):
+            with torch.no_grad():
+                block(x0)
+
+        def both(block=block, x0=x0):
+            x = x0.clone().requires_grad_(True)
+            (block(x) ** 2).sum().backward()
+
+        best = []
+        for fn in (forward, both):
+            fn()
+            times = []
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            best.append(min(times) * 1e3)
+        out[f"{h}x{c}"] = best
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=("step", "loop"), default="step")
+    p.add_argument("--mode", choices=("step", "loop", "blocks"), default="step")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--image_size", type=int, default=32)
@@ -168,6 +199,9 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    if a.mode == "blocks":
+        print(json.dumps({"blocks": time_blocks(a.width, a.batch_size, a.steps)}))
+        return
     model, opt, loss_fn = build(a.width, lr=1.0 * a.batch_size / 256, proj_layers=a.proj_layers)
     model.train()
     batches = (folder_batches(a.cifar_dir, a.batch_size, a.image_size, a.workers)
