@@ -1,12 +1,14 @@
-"""Benchmark: one residual block of each ResNet-18 stage, ours against the PyTorch peer's, so the
-stage where the step loses is visible (ms, best over interleaved rounds).
+"""Benchmark: each residual block of ResNet-18 alone, ours against the PyTorch peer's, so the
+blocks where the step loses are visible (ms, best over interleaved rounds).
 
     python bench/blocks.py --width=0.25 --batch=512 --peer_python=/work/peer-venv/bin/python
     python bench/blocks.py --width=1 --batch=256 --conv_impl=xla          # ours only
 
-Per stage (32x32x64w, 16x16x128w, 8x8x256w, 4x4x512w at width w): the stride-1 block with the
-identity shortcut (blocks *_1 of the network: conv-BN-ReLU-conv-BN, add, ReLU; BN in training
-mode), forward alone and forward + backward (`jax.grad` of a sum of squares w.r.t. the
+The 8 blocks of the CIFAR-stem network at 32 px (stages at 32x32x64w, 16x16x128w, 8x8x256w,
+4x4x512w for width w): each stage's first block with its projection shortcut (stride 2 from stage
+2 on), then the stride-1 block with the identity shortcut; conv-BN-ReLU-conv-BN, add, ReLU, BN in
+training mode. Each named `<stage>_<block> <input H>x<input channels>[/stride]`, forward alone
+and forward + backward (`jax.grad` of a sum of squares w.r.t. the
 parameters and the input). Ours: models/resnet.py's BasicBlock with `--conv_impl`'s
 convolutions (auto = the CPU default); the peer: bench/peer_torch.py's block (`--mode=blocks`),
 channels-last. Rounds alternate ours and the peer's, so other load on the machine falls on both.
@@ -33,9 +35,17 @@ flags.DEFINE_string("peer_python", os.environ.get("SIMCLR_PEER_PYTHON", ""),
 FLAGS = flags.FLAGS
 
 
-def stages(width: float) -> list[tuple[int, int]]:
-    """(H, channels) of the four stages at 32 px (the CIFAR stem keeps 32x32 in stage 1)."""
-    return [(32 // 2**s, max(1, int(round(64 * 2**s * width)))) for s in range(4)]
+def blocks(width: float) -> list[tuple[str, int, int, int, int]]:
+    """(name, input H, input channels, channels, stride) of the 8 blocks of ResNet-18 at 32 px
+    (the CIFAR stem keeps 32x32 in stage 1); each stage's first block has the projection."""
+    out, cin = [], max(1, int(round(64 * width)))
+    for stage in range(4):
+        c, h = max(1, int(round(64 * 2**stage * width))), 32 // 2**max(0, stage - 1)
+        stride = 2 if stage else 1
+        out.append((f"{stage + 1}_0 {h}x{cin}/{stride}", h, cin, c, stride))
+        out.append((f"{stage + 1}_1 {h // stride}x{c}", h // stride, c, c, 1))
+        cin = c
+    return out
 
 
 def best_ms(fn, args, calls: int) -> float:
@@ -66,9 +76,9 @@ def ours_blocks() -> dict[str, tuple[float, float]]:
     norm = partial(nn.BatchNorm, use_running_average=False, momentum=BN_MOMENTUM,
                    epsilon=BN_EPSILON)
     out = {}
-    for h, c in stages(FLAGS.width):
-        block = BasicBlock(c, 1, conv, norm, use_projection=False)
-        x = jax.random.normal(jax.random.PRNGKey(0), (FLAGS.batch, h, h, c))
+    for name, h, cin, c, stride in blocks(FLAGS.width):
+        block = BasicBlock(c, stride, conv, norm, use_projection=name.endswith(f"/{stride}"))
+        x = jax.random.normal(jax.random.PRNGKey(0), (FLAGS.batch, h, h, cin))
         variables = block.init(jax.random.PRNGKey(1), x)
 
         def forward(params, x, block=block, stats=variables["batch_stats"]):
@@ -79,7 +89,7 @@ def ours_blocks() -> dict[str, tuple[float, float]]:
         grad = jax.jit(jax.grad(lambda p, x, f=forward: jnp.sum(f(p, x) ** 2), argnums=(0, 1)))
         args = (variables["params"], x)
         jax.block_until_ready((fwd(*args), grad(*args)))
-        out[f"{h}x{c}"] = (best_ms(fwd, args, FLAGS.calls), best_ms(grad, args, FLAGS.calls))
+        out[name] = (best_ms(fwd, args, FLAGS.calls), best_ms(grad, args, FLAGS.calls))
     return out
 
 
@@ -97,7 +107,7 @@ def main(argv) -> None:
     del argv
     import jax
 
-    print(f"ResNet-18 stride-1 blocks, width {FLAGS.width:g}, {FLAGS.batch} views, f32, "
+    print(f"ResNet-18 blocks, width {FLAGS.width:g}, {FLAGS.batch} views, f32, "
           f"{jax.devices()[0].platform}, ours conv_impl={FLAGS.conv_impl}; load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     rounds = {"ours": [], "peer": []}
@@ -110,14 +120,14 @@ def main(argv) -> None:
     best = {who: {k: tuple(min(rd[k][i] for rd in rs) for i in range(2)) for k in rs[0]}
             for who, rs in rounds.items() if rs}
     for key, (fwd, both) in best["ours"].items():
-        line = f"{key:>7}: ours forward {fwd:7.1f} ms, fwd+bwd {both:7.1f} ms"
+        line = f"{key:>14}: ours forward {fwd:7.1f} ms, fwd+bwd {both:7.1f} ms"
         if "peer" in best:
             pf, pb = best["peer"][key]
             line += (f" | peer {pf:7.1f}, {pb:7.1f} ms | ours / peer speed: forward "
                      f"{pf / fwd:.2f}x, fwd+bwd {pb / both:.2f}x")
         print(line)
     totals = {who: sum(b for _, b in v.values()) for who, v in best.items()}
-    print("sum of the four fwd+bwd: " + ", ".join(f"{w} {t:.1f} ms" for w, t in totals.items())
+    print("sum of the blocks' fwd+bwd: " + ", ".join(f"{w} {t:.1f} ms" for w, t in totals.items())
           + (f" ({totals['peer'] / totals['ours']:.2f}x)" if "peer" in totals else ""))
 
 

@@ -152,13 +152,18 @@ def run_steps(model, opt, loss_fn, batches, n: int) -> list[float]:
 
 
 def time_blocks(width: float, views: int, calls: int) -> dict[str, list[float]]:
-    """bench/blocks.py's peer side: {'HxC': [forward ms, forward + backward ms]} of the stride-1
-    identity-shortcut block of each stage at 32 px, best of `calls` after one warm-up."""
-    out = {}
-    for stage in range(4):
-        h, c = 32 // 2**stage, scaled(64 * 2**stage, width)
-        block = BasicBlock(c, c, 1, projection=False).to(memory_format=torch.channels_last)
-        x0 = torch.randn(views, c, h, h).contiguous(memory_format=torch.channels_last)
+    """bench/blocks.py's peer side: {name: [forward ms, forward + backward ms]} of each block of
+    the network at 32 px (names as bench/blocks.py's), best of `calls` after one warm-up."""
+    out, cin = {}, scaled(64, width)
+    for stage, b in ((s, b) for s in range(4) for b in range(2)):
+        c, stride = scaled(64 * 2**stage, width), 2 if stage and not b else 1
+        h = 32 // 2**max(0, stage - 1) if not b else 32 // 2**stage
+        name = f"{stage + 1}_0 {h}x{cin}/{stride}" if not b else f"{stage + 1}_1 {h}x{c}"
+        block = BasicBlock(cin if not b else c, c, stride, projection=not b)
+        block = block.to(memory_format=torch.channels_last)
+        x0 = torch.randn(views, cin if not b else c, h, h).contiguous(
+            memory_format=torch.channels_last)
+        cin = c
 
         def forward(block=block, x0=x0):
             with torch.no_grad():
@@ -177,7 +182,7 @@ def time_blocks(width: float, views: int, calls: int) -> dict[str, list[float]]:
                 fn()
                 times.append(time.perf_counter() - t)
             best.append(min(times) * 1e3)
-        out[f"{h}x{c}"] = best
+        out[name] = best
     return out
 
 
