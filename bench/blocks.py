@@ -95,7 +95,8 @@ def ours_blocks() -> dict[str, tuple[float, float]]:
 
 def peer_blocks() -> dict[str, tuple[float, float]]:
     cmd = [FLAGS.peer_python, os.path.join(ROOT, "bench", "peer_torch.py"), "--mode=blocks",
-           f"--width={FLAGS.width}", f"--batch_size={FLAGS.batch}", f"--steps={FLAGS.calls}"]
+           f"--blocks={json.dumps(blocks(FLAGS.width))}", f"--batch_size={FLAGS.batch}",
+           f"--steps={FLAGS.calls}"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"peer run failed:\n{done.stderr[-3000:]}")

@@ -13,7 +13,7 @@ bench/train_step.py and bench/train_loop.py start it as a subprocess (`--peer_py
 interleave its timings with ours. `--serve` keeps one process alive and answers each line
 `N` on stdin with one JSON line {"seconds": [...]} (per-step seconds of N more steps), so the
 comparison can alternate ours and the peer's without paying the start-up again. `--mode=blocks`
-times one residual block per stage for bench/blocks.py.
+times the residual blocks bench/blocks.py lists, each alone.
 
 The same network and recipe as ours (simclr_jax/models, core/losses.py, core/optim.py): ResNet-18
 v1 with the CIFAR stem (3x3/1 conv, no max-pool) at the chosen width, no conv bias, zero-init gamma
@@ -67,7 +67,7 @@ class BasicBlock(nn.Module):
 
 
 class SimCLR(nn.Module):
-    """ResNet-18 (CIFAR stem) -> h; 2-layer head -> z; probe on detached h."""
+    """ResNet-18 (CIFAR stem) -> h; `proj_layers`-layer head -> z; probe on detached h."""
 
     def __init__(self, width: float, proj_layers: int = 2, out_dim: int = 128,
                  num_classes: int = 10):
@@ -151,19 +151,15 @@ def run_steps(model, opt, loss_fn, batches, n: int) -> list[float]:
     return times
 
 
-def time_blocks(width: float, views: int, calls: int) -> dict[str, list[float]]:
-    """bench/blocks.py's peer side: {name: [forward ms, forward + backward ms]} of each block of
-    the network at 32 px (names as bench/blocks.py's), best of `calls` after one warm-up."""
-    out, cin = {}, scaled(64, width)
-    for stage, b in ((s, b) for s in range(4) for b in range(2)):
-        c, stride = scaled(64 * 2**stage, width), 2 if stage and not b else 1
-        h = 32 // 2**max(0, stage - 1) if not b else 32 // 2**stage
-        name = f"{stage + 1}_0 {h}x{cin}/{stride}" if not b else f"{stage + 1}_1 {h}x{c}"
-        block = BasicBlock(cin if not b else c, c, stride, projection=not b)
+def time_blocks(specs: list, views: int, calls: int) -> dict[str, list[float]]:
+    """bench/blocks.py's peer side: {name: [forward ms, forward + backward ms]} of each block
+    (name, input H, input channels, channels, stride) of `specs` (bench/blocks.py's list; a
+    first block, named '.../stride', has the projection), best of `calls` after one warm-up."""
+    out = {}
+    for name, h, cin, c, stride in specs:
+        block = BasicBlock(cin, c, stride, projection=name.endswith(f"/{stride}"))
         block = block.to(memory_format=torch.channels_last)
-        x0 = torch.randn(views, cin if not b else c, h, h).contiguous(
-            memory_format=torch.channels_last)
-        cin = c
+        x0 = torch.randn(views, cin, h, h).contiguous(memory_format=torch.channels_last)
 
         def forward(block=block, x0=x0):
             with torch.no_grad():
@@ -195,6 +191,7 @@ def main() -> None:
     p.add_argument("--proj_layers", type=int, default=2,
                    help="projection head layers (ours: config.num_proj_layers)")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--blocks", default="[]", help="--mode=blocks: bench/blocks.py's JSON list")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--cifar_dir", default="")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (loop)")
@@ -205,7 +202,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if a.mode == "blocks":
-        print(json.dumps({"blocks": time_blocks(a.width, a.batch_size, a.steps)}))
+        print(json.dumps({"blocks": time_blocks(json.loads(a.blocks), a.batch_size, a.steps)}))
         return
     model, opt, loss_fn = build(a.width, lr=1.0 * a.batch_size / 256, proj_layers=a.proj_layers)
     model.train()

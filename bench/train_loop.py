@@ -67,13 +67,21 @@ def ours_round() -> float:
     return len(rates) / sum(1 / r for r in rates)
 
 
-def peer_round() -> float:
+def proj_layers() -> int:
+    """Our run's projection head depth: configs/cifar10.py's, or an --override of it."""
+    for o in reversed(FLAGS.override):
+        if o.startswith("num_proj_layers="):
+            return int(o.split("=", 1)[1])
     sys.path.insert(0, ROOT)
-    from simclr_jax.config import cifar10_config  # what configs/cifar10.py runs for ours
+    from simclr_jax.config import cifar10_config  # what configs/cifar10.py runs
 
+    return cifar10_config().num_proj_layers
+
+
+def peer_round(head_layers: int) -> float:
     cmd = [FLAGS.peer_python, os.path.join(ROOT, "bench", "peer_torch.py"), "--mode=loop",
            f"--width={FLAGS.width}", f"--batch_size={FLAGS.batch_size}",
-           f"--proj_layers={cifar10_config().num_proj_layers}",
+           f"--proj_layers={head_layers}",
            f"--cifar_dir={os.path.abspath(FLAGS.cifar_dir)}", f"--steps={FLAGS.peer_steps}",
            "--warmup=3", f"--workers={FLAGS.peer_workers}"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -91,12 +99,13 @@ def main(argv) -> None:
           f", {FLAGS.cifar_dir}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
           f"cores", flush=True)
     ours, peer = [], []
+    head_layers = proj_layers() if FLAGS.peer_python else 0
     for r in range(FLAGS.repeats):
         print(f"round {r + 1}/{FLAGS.repeats} (load average {os.getloadavg()[0]:.1f})",
               flush=True)
         ours.append(ours_round())
         if FLAGS.peer_python:
-            peer.append(peer_round())
+            peer.append(peer_round(head_layers))
     print(f"ours: {max(ours):.1f} best / {statistics.median(ours):.1f} median images/s after "
           f"compilation")
     if peer:

@@ -144,15 +144,15 @@ def test_a_save_on_the_cpu_devices_compiles_nothing_and_restores_the_same(tmp_pa
         if event == "/jax/core/compile/backend_compile_duration":
             compiles.append(seconds)
 
+    mngr = checkpointing.checkpoint_manager(str(tmp_path))
     jax.monitoring.register_event_duration_secs_listener(listen)
     try:
-        mngr = checkpointing.checkpoint_manager(str(tmp_path))
         mngr.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
         mngr.wait_until_finished()
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
+        mngr.close()
     assert compiles == []
     back = checkpointing.read_numpy(str(tmp_path))
     for key, value in tree.items():
         np.testing.assert_array_equal(back[key], value)
-    mngr.close()
