@@ -242,11 +242,16 @@ def main(argv) -> None:
     del argv
     import jax
 
+    from simclr_jax.core import host_memory
+
+    # As the jobs do (cli.run_command); JAX_CPU_ENABLE_ASYNC_DISPATCH=true measures without.
+    host_memory.run_cpu_steps_inline()
+    reuse = host_memory.keep_freed_host_memory()
     views = 2 * FLAGS.batch_size
     print(f"devices={jax.device_count()} ({jax.default_backend()}) R{FLAGS.depth} "
           f"width={FLAGS.width} {FLAGS.image_size}px B={FLAGS.batch_size} ({views} views) "
-          f"dtype={FLAGS.dtype}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
-          f"cores", flush=True)
+          f"dtype={FLAGS.dtype}, step memory reused: {reuse}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     runs = {}
     for impl in FLAGS.conv_impls:
         for place in FLAGS.augment_on:

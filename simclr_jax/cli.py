@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from simclr_jax import eval_config
-from simclr_jax.core import parallel
+from simclr_jax.core import host_memory, parallel
 from simclr_jax.errors import UserError, report_user_errors
 
 FLAGS = flags.FLAGS
@@ -194,16 +194,19 @@ def define_eval_flags(job: str) -> None:
 
 def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
     """Runs a command whose flags are defined: parses them (a bad flag or config key is one
-    `error:` line), quiets library logs, starts multi-process JAX when `distributed`, then
-    `body()`; a UserError anywhere is one `error:` line and exit code 2."""
+    `error:` line), quiets library logs, starts multi-process JAX when `distributed`, sets
+    up step memory reuse on CPU (core/host_memory.py), then `body()`; a UserError anywhere
+    is one `error:` line and exit code 2."""
 
     @report_user_errors
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise UserError(f"unexpected arguments: {argv[1:]}")
         quiet_library_logs()
+        host_memory.run_cpu_steps_inline()  # before the backend starts
         if distributed:
             initialize_distributed_from_flags()
+        host_memory.keep_freed_host_memory()
         body()
 
     app.run(main, flags_parser=parse_flags)
