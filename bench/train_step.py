@@ -245,8 +245,7 @@ def main(argv) -> None:
     from simclr_jax.core import host_memory
 
     # As the jobs do (cli.run_command); JAX_CPU_ENABLE_ASYNC_DISPATCH=true measures without.
-    host_memory.run_cpu_steps_inline()
-    reuse = host_memory.keep_freed_host_memory()
+    reuse = host_memory.keep_freed_host_memory(host_memory.run_cpu_steps_inline())
     views = 2 * FLAGS.batch_size
     print(f"devices={jax.device_count()} ({jax.default_backend()}) R{FLAGS.depth} "
           f"width={FLAGS.width} {FLAGS.image_size}px B={FLAGS.batch_size} ({views} views) "

@@ -203,10 +203,10 @@ def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
         if len(argv) > 1:
             raise UserError(f"unexpected arguments: {argv[1:]}")
         quiet_library_logs()
-        host_memory.run_cpu_steps_inline()  # before the backend starts
+        inline = host_memory.run_cpu_steps_inline()  # before the backend starts
         if distributed:
             initialize_distributed_from_flags()
-        host_memory.keep_freed_host_memory()
+        host_memory.keep_freed_host_memory(inline)
         body()
 
     app.run(main, flags_parser=parse_flags)

@@ -26,6 +26,7 @@ import ctypes.util
 import os
 
 import jax
+import jax._src.xla_bridge
 
 # From glibc's <malloc.h>.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
@@ -33,20 +34,30 @@ _ASYNC = "jax_cpu_enable_async_dispatch"
 _OPT_OUT = _ASYNC.upper()  # the environment variable JAX reads the option from
 
 
+def _backend_started() -> bool:
+    # No public API says so (jax._src); where it is gone, assume not started (jobs call this
+    # first thing, so only a job run inside another JAX program would be wrong).
+    started = getattr(jax._src.xla_bridge, "backends_are_initialized", None)
+    return bool(started and started())
+
+
 def run_cpu_steps_inline() -> bool:
     """Before the backend starts: the CPU client runs single-device computations on the
-    calling thread, unless JAX_CPU_ENABLE_ASYNC_DISPATCH is set. Returns whether it does."""
+    calling thread, unless JAX_CPU_ENABLE_ASYNC_DISPATCH is set. Returns whether it does
+    (False too where a backend had started: the client has read the option already)."""
+    if _backend_started():
+        return False
     if _OPT_OUT not in os.environ:
         jax.config.update(_ASYNC, False)
     return not jax.config.read(_ASYNC)
 
 
-def keep_freed_host_memory() -> bool:
-    """On the CPU backend with inline steps (run_cpu_steps_inline, before the backend starts):
+def keep_freed_host_memory(inline: bool) -> bool:
+    """On the CPU backend with inline steps (`inline`: what run_cpu_steps_inline returned):
     glibc's main heap serves large blocks itself (no mmap) and never trims, so a freed step
     buffer is the next one's. Starts the backend: call it after jax.distributed.initialize.
     Returns whether it did (False elsewhere, and without glibc)."""
-    if jax.config.read(_ASYNC) or jax.default_backend() != "cpu":
+    if not inline or jax.default_backend() != "cpu":
         return False
     name = ctypes.util.find_library("c")
     try:

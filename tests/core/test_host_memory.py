@@ -19,7 +19,7 @@ import jax, jax.numpy as jnp
 from simclr_jax.core import host_memory
 reuse = sys.argv[1] == "reuse"
 inline = host_memory.run_cpu_steps_inline() if reuse else False
-kept = host_memory.keep_freed_host_memory() if reuse else False
+kept = host_memory.keep_freed_host_memory(inline)
 f = jax.jit(lambda x: 2 * jnp.sin(x))
 x = jnp.ones((24 << 20,), jnp.float32)
 jax.block_until_ready(f(x))  # compiled
@@ -52,3 +52,17 @@ def test_cpu_steps_reuse_freed_buffers_instead_of_faulting_in_fresh_pages():
         pytest.skip(f"this machine's default allocator does not fault per call: {default}")
     # The heap may grow once more in the first calls; after that, every call reuses it.
     assert max(reuse["faults"][-3:]) * 10 < min(default["faults"]), (default, reuse)
+
+
+def test_a_started_backend_is_left_as_it_is():
+    """In a process whose backend has started (a job run from inside another JAX program), the
+    CPU client has read its dispatch mode already: nothing is changed, nothing claimed."""
+    import jax
+
+    from simclr_jax.core import host_memory
+
+    jax.devices()
+    before = jax.config.read("jax_cpu_enable_async_dispatch")
+    assert not host_memory.run_cpu_steps_inline()
+    assert jax.config.read("jax_cpu_enable_async_dispatch") == before
+    assert not host_memory.keep_freed_host_memory(False)
