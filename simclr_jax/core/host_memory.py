@@ -26,7 +26,6 @@ import ctypes.util
 import os
 
 import jax
-import jax._src.xla_bridge
 
 # From glibc's <malloc.h>.
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
@@ -37,7 +36,11 @@ _OPT_OUT = _ASYNC.upper()  # the environment variable JAX reads the option from
 def _backend_started() -> bool:
     # No public API says so (jax._src); where it is gone, assume not started (jobs call this
     # first thing, so only a job run inside another JAX program would be wrong).
-    started = getattr(jax._src.xla_bridge, "backends_are_initialized", None)
+    try:
+        from jax._src import xla_bridge
+    except ImportError:
+        return False
+    started = getattr(xla_bridge, "backends_are_initialized", None)
     return bool(started and started())
 
 
