@@ -25,7 +25,7 @@ x = jnp.ones((24 << 20,), jnp.float32)
 for _ in range(6):  # compiled, and the heap grown past the first calls' fragmentation
     jax.block_until_ready(f(x))
 faults = []
-for _ in range(6):
+for _ in range(10):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     y = jax.block_until_ready(f(x))
     del y
