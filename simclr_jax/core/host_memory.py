@@ -22,7 +22,6 @@ hence these few lines.
 """
 
 import ctypes
-import ctypes.util
 import os
 
 import jax
@@ -62,11 +61,8 @@ def keep_freed_host_memory(inline: bool) -> bool:
     Returns whether it did (False elsewhere, and without glibc)."""
     if not inline or jax.default_backend() != "cpu":
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):  # musl, macOS: no mallopt
-        mallopt = None
+    # The process's own symbols: libc's mallopt where libc is glibc (musl, macOS: none).
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
         return False
     # -1 turns trimming off (documented in mallopt(3)); mallopt returns 1 on success.
