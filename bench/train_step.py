@@ -242,9 +242,10 @@ def main(argv) -> None:
     del argv
     import jax
 
-    from simclr_jax.core import host_memory
+    from simclr_jax.core import cpu_collectives, host_memory
 
     # As the jobs do (cli.run_command); JAX_CPU_ENABLE_ASYNC_DISPATCH=true measures without.
+    cpu_collectives.keep_collectives_in_order()
     reuse = host_memory.keep_freed_host_memory(host_memory.run_cpu_steps_inline())
     views = 2 * FLAGS.batch_size
     print(f"devices={jax.device_count()} ({jax.default_backend()}) R{FLAGS.depth} "

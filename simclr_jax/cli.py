@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from simclr_jax import eval_config
-from simclr_jax.core import host_memory, parallel
+from simclr_jax.core import cpu_collectives, host_memory, parallel
 from simclr_jax.errors import UserError, report_user_errors
 
 FLAGS = flags.FLAGS
@@ -195,7 +195,8 @@ def define_eval_flags(job: str) -> None:
 def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
     """Runs a command whose flags are defined: parses them (a bad flag or config key is one
     `error:` line), quiets library logs, starts multi-process JAX when `distributed`, sets
-    up step memory reuse on CPU (core/host_memory.py), then `body()`; a UserError anywhere
+    up step memory reuse on CPU (core/host_memory.py) and, with several simulated CPU devices,
+    all-reduces in one order (core/cpu_collectives.py), then `body()`; a UserError anywhere
     is one `error:` line and exit code 2."""
 
     @report_user_errors
@@ -203,7 +204,8 @@ def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
         if len(argv) > 1:
             raise UserError(f"unexpected arguments: {argv[1:]}")
         quiet_library_logs()
-        inline = host_memory.run_cpu_steps_inline()  # before the backend starts
+        cpu_collectives.keep_collectives_in_order()  # both before the backend starts
+        inline = host_memory.run_cpu_steps_inline()
         if distributed:
             initialize_distributed_from_flags()
         host_memory.keep_freed_host_memory(inline)

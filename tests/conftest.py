@@ -23,6 +23,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(Path(__file__).with_name("support")), *filter(None, [os.environ.get("PYTHONPATH")])])
 
+from simclr_jax.core.cpu_collectives import keep_collectives_in_order  # noqa: E402
+
+# The 8 devices' all-reduces in one order, as in the jobs (core/cpu_collectives.py).
+keep_collectives_in_order()
+
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -32,7 +32,8 @@ _ASYNC = "jax_cpu_enable_async_dispatch"
 _OPT_OUT = _ASYNC.upper()  # the environment variable JAX reads the option from
 
 
-def _backend_started() -> bool:
+def backend_started() -> bool:
+    """Whether a JAX backend has started (and so read its options and XLA_FLAGS)."""
     # No public API says so (jax._src); where it is gone, assume not started (jobs call this
     # first thing, so only a job run inside another JAX program would be wrong).
     try:
@@ -47,7 +48,7 @@ def run_cpu_steps_inline() -> bool:
     """Before the backend starts: the CPU client runs single-device computations on the
     calling thread, unless JAX_CPU_ENABLE_ASYNC_DISPATCH is set. Returns whether it does
     (False too where a backend had started: the client has read the option already)."""
-    if _backend_started():
+    if backend_started():
         return False
     if _OPT_OUT not in os.environ:
         jax.config.update(_ASYNC, False)

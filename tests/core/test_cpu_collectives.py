@@ -1,0 +1,68 @@
+"""Several CPU devices in one process (core/cpu_collectives.py): the flag rule, and the step
+that deadlocks under XLA's default schedule running to the end once the jobs' set-up has run."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simclr_jax.core.cpu_collectives import SCHEDULER_FLAG, ordered_collectives_flags
+
+ROOT = Path(__file__).resolve().parents[2]
+OFF = f"{SCHEDULER_FLAG}=false"
+
+
+@pytest.mark.parametrize("flags, cpu_devices, expected", [
+    ("--xla_force_host_platform_device_count=8", 0,
+     f"--xla_force_host_platform_device_count=8 {OFF}"),
+    ("", 4, OFF),  # jax_num_cpu_devices=4
+    ("--xla_force_host_platform_device_count=1", 0, None),
+    ("", -1, None),  # JAX's default: one CPU device
+    # XLA takes the last value of a repeated flag.
+    ("--xla_force_host_platform_device_count=8 --xla_force_host_platform_device_count=1", 0,
+     None),
+    # The user's own setting, either way, wins.
+    (f"--xla_force_host_platform_device_count=8 {SCHEDULER_FLAG}=true", 0, None),
+])
+def test_scheduler_off_only_with_several_cpu_devices(flags, cpu_devices, expected):
+    assert ordered_collectives_flags(flags, cpu_devices) == expected
+
+
+# The full-width ResNet-18 CIFAR step at B=128 on 8 simulated devices: two steps.
+PROGRAM = """
+import sys
+from simclr_jax.core import cpu_collectives
+changed = cpu_collectives.keep_collectives_in_order()  # as cli.run_command does
+import jax, numpy as np
+from simclr_jax.config import base_config
+from simclr_jax.core import optim, parallel, train
+from simclr_jax.models import build_model
+c = base_config()
+c.update(dict(image_size=32, resnet_depth=18, width_multiplier=1.0, batch_size=128,
+              temperature=0.5, blur_prob=0.0, conv_impl="winograd"))
+mesh = parallel.make_mesh()
+model = build_model(c, num_classes=10)
+schedule = optim.learning_rate_schedule(c, 10, 100)
+tx = optim.build_optimizer(c, schedule)
+state = train.init_state_on_mesh(model, tx, c, mesh)
+step = train.make_train_step(model, tx, schedule, c, mesh)
+rng = np.random.default_rng(0)
+views = {k: rng.integers(0, 256, (128, 32, 32, 3), dtype=np.uint8) for k in ("view1", "view2")}
+batch = parallel.global_batch(mesh, {**views, "label": np.zeros((128,), np.int32)})
+for _ in range(2):
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+print("steps done on", jax.device_count(), "devices; flags changed:", changed)
+"""
+
+
+def test_full_width_step_on_eight_cpu_devices_completes():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", PROGRAM], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=400)
+    # Under XLA's default schedule this aborts after 40 s: "Termination timeout for all reduce".
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "steps done on 8 devices; flags changed: True" in done.stdout
