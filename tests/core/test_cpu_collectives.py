@@ -30,30 +30,20 @@ def test_scheduler_off_only_with_several_cpu_devices(flags, cpu_devices, expecte
     assert ordered_collectives_flags(flags, cpu_devices) == expected
 
 
-# The full-width ResNet-18 CIFAR step at B=128 on 8 simulated devices: two steps.
+# The full-width ResNet-18 CIFAR step at B=128 as bench/train_step.py times it (where the
+# deadlock showed up), on 8 simulated devices: two steps.
 PROGRAM = """
 import sys
+sys.path.insert(0, "bench")
 from simclr_jax.core import cpu_collectives
 changed = cpu_collectives.keep_collectives_in_order()  # as cli.run_command does
-import jax, numpy as np
+import jax
 from simclr_jax.config import base_config
-from simclr_jax.core import optim, parallel, train
-from simclr_jax.models import build_model
+from train_step import Ours
 c = base_config()
 c.update(dict(image_size=32, resnet_depth=18, width_multiplier=1.0, batch_size=128,
               temperature=0.5, blur_prob=0.0, conv_impl="winograd"))
-mesh = parallel.make_mesh()
-model = build_model(c, num_classes=10)
-schedule = optim.learning_rate_schedule(c, 10, 100)
-tx = optim.build_optimizer(c, schedule)
-state = train.init_state_on_mesh(model, tx, c, mesh)
-step = train.make_train_step(model, tx, schedule, c, mesh)
-rng = np.random.default_rng(0)
-views = {k: rng.integers(0, 256, (128, 32, 32, 3), dtype=np.uint8) for k in ("view1", "view2")}
-batch = parallel.global_batch(mesh, {**views, "label": np.zeros((128,), np.int32)})
-for _ in range(2):
-    state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
+Ours(c).run(1)  # a first step when built, then this one
 print("steps done on", jax.device_count(), "devices; flags changed:", changed)
 """
 
