@@ -66,9 +66,9 @@ def cache_dir() -> Path:
 
 
 def _compile(compiler: str, include: Path, lib: Path, out: Path) -> None:
-    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-isystem", jax.ffi.include_dir(),
-               "-isystem", str(include), str(SOURCE), "-o", str(out), f"-L{lib}",
-               f"-l:{_LIBRARY}", f"-Wl,-rpath,{lib}"]
+    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp",
+               "-isystem", jax.ffi.include_dir(), "-isystem", str(include), str(SOURCE),
+               "-o", str(out), f"-L{lib}", f"-l:{_LIBRARY}", f"-Wl,-rpath,{lib}"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as e:

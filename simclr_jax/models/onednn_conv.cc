@@ -20,6 +20,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include <omp.h>
+
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
@@ -37,17 +39,21 @@ dnnl::engine& Engine() {
 // One convolution's geometry, in oneDNN's logical dimension order (NCHW, OIHW).
 struct Geometry {
   memory::dims src, weights, dst, strides, pad_before, pad_after;
+  int threads;  // oneDNN sizes its work split when a primitive is created: part of the key
 };
 
-struct Padding {
-  int64_t stride_h, stride_w, top, bottom, left, right;
+// The attributes of every handler: strides, zero padding, and the OpenMP threads to run on
+// (devices of one process run their convolutions concurrently, each on its share of the cores).
+struct Config {
+  int64_t stride_h, stride_w, top, bottom, left, right, threads;
 };
 
 Geometry MakeGeometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> k,
-                      ffi::Span<const int64_t> y, const Padding& p) {
+                      ffi::Span<const int64_t> y, const Config& p) {
   return Geometry{{x[0], x[3], x[1], x[2]},  {k[3], k[2], k[0], k[1]},
                   {y[0], y[3], y[1], y[2]},  {p.stride_h, p.stride_w},
-                  {p.top, p.left},           {p.bottom, p.right}};
+                  {p.top, p.left},           {p.bottom, p.right},
+                  static_cast<int>(p.threads)};
 }
 
 memory::desc Desc(const memory::dims& dims, Tag tag) {
@@ -103,10 +109,11 @@ Cached Create(Op op, const Geometry& g) {
 
 const Cached& Lookup(Op op, const Geometry& g) {
   using Key = std::tuple<int, memory::dims, memory::dims, memory::dims, memory::dims,
-                         memory::dims, memory::dims>;
+                         memory::dims, memory::dims, int>;
   static std::mutex mutex;
   static std::map<Key, std::unique_ptr<Cached>> cache;
-  Key key{static_cast<int>(op), g.src, g.weights, g.dst, g.strides, g.pad_before, g.pad_after};
+  Key key{static_cast<int>(op), g.src,        g.weights,   g.dst,
+          g.strides,              g.pad_before, g.pad_after, g.threads};
   std::lock_guard<std::mutex> lock(mutex);
   auto& entry = cache[key];
   if (!entry) entry = std::make_unique<Cached>(Create(op, g));
@@ -156,9 +163,10 @@ using Buffer4 = ffi::Buffer<ffi::F32, 4>;
 using Buffer5 = ffi::Buffer<ffi::F32, 5>;
 
 // y = conv(x, k): x (N, H, W, Cin), k (kh, kw, Cin, Cout), y (N, OH, OW, Cout).
-ffi::Error Forward(Buffer4 x, Buffer4 k, ffi::Result<Buffer4> y, Padding p) {
+ffi::Error Forward(Buffer4 x, Buffer4 k, ffi::Result<Buffer4> y, Config p) {
   return Guarded([&] {
     Geometry g = MakeGeometry(x.dimensions(), k.dimensions(), y->dimensions(), p);
+    omp_set_num_threads(g.threads);  // this calling thread's OpenMP teams from now on
     const Cached& c = Lookup(Op::kForward, g);
     Execute(c, {{DNNL_ARG_SRC, Activations(g.src, x.typed_data())},
                 {DNNL_ARG_WEIGHTS, KernelFor(c, g, k.typed_data())},
@@ -167,9 +175,10 @@ ffi::Error Forward(Buffer4 x, Buffer4 k, ffi::Result<Buffer4> y, Padding p) {
 }
 
 // dx = the input gradient of conv(x, k) for the output gradient dy.
-ffi::Error BackwardData(Buffer4 dy, Buffer4 k, ffi::Result<Buffer4> dx, Padding p) {
+ffi::Error BackwardData(Buffer4 dy, Buffer4 k, ffi::Result<Buffer4> dx, Config p) {
   return Guarded([&] {
     Geometry g = MakeGeometry(dx->dimensions(), k.dimensions(), dy.dimensions(), p);
+    omp_set_num_threads(g.threads);  // this calling thread's OpenMP teams from now on
     const Cached& c = Lookup(Op::kBackwardData, g);
     Execute(c, {{DNNL_ARG_DIFF_DST, Activations(g.dst, dy.typed_data())},
                 {DNNL_ARG_WEIGHTS, KernelFor(c, g, k.typed_data())},
@@ -180,10 +189,11 @@ ffi::Error BackwardData(Buffer4 dy, Buffer4 k, ffi::Result<Buffer4> dx, Padding 
 // dk[g] = the kernel gradient of conv(x[g], k) for dy[g], for each of the G groups of a batch
 // (x (G, N, H, W, Cin), dy (G, N, OH, OW, Cout), dk (G, kh, kw, Cin, Cout)): the groups are
 // what a batch-sharded step splits over devices (models/onednn.py sums them).
-ffi::Error BackwardWeights(Buffer5 x, Buffer5 dy, ffi::Result<Buffer5> dk, Padding p) {
+ffi::Error BackwardWeights(Buffer5 x, Buffer5 dy, ffi::Result<Buffer5> dk, Config p) {
   return Guarded([&] {
     auto xd = x.dimensions(), kd = dk->dimensions(), yd = dy.dimensions();
     Geometry g = MakeGeometry(xd.last(4), kd.last(4), yd.last(4), p);
+    omp_set_num_threads(g.threads);  // this calling thread's OpenMP teams from now on
     const Cached& c = Lookup(Op::kBackwardWeights, g);
     const int64_t x_size = xd[1] * xd[2] * xd[3] * xd[4], y_size = yd[1] * yd[2] * yd[3] * yd[4];
     const int64_t k_size = kd[1] * kd[2] * kd[3] * kd[4];
@@ -200,19 +210,20 @@ ffi::Error BackwardWeights(Buffer5 x, Buffer5 dy, ffi::Result<Buffer5> dk, Paddi
 
 }  // namespace
 
-XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(Padding, StructMember<int64_t>("stride_h"),
+XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(Config, StructMember<int64_t>("stride_h"),
                                       StructMember<int64_t>("stride_w"),
                                       StructMember<int64_t>("top"),
                                       StructMember<int64_t>("bottom"),
                                       StructMember<int64_t>("left"),
-                                      StructMember<int64_t>("right"));
+                                      StructMember<int64_t>("right"),
+                                      StructMember<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SimclrOnednnConvForward, Forward,
                               ffi::Ffi::Bind().Arg<Buffer4>().Arg<Buffer4>().Ret<Buffer4>()
-                                  .Attrs<Padding>());
+                                  .Attrs<Config>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SimclrOnednnConvBackwardData, BackwardData,
                               ffi::Ffi::Bind().Arg<Buffer4>().Arg<Buffer4>().Ret<Buffer4>()
-                                  .Attrs<Padding>());
+                                  .Attrs<Config>());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SimclrOnednnConvBackwardWeights, BackwardWeights,
                               ffi::Ffi::Bind().Arg<Buffer5>().Arg<Buffer5>().Ret<Buffer5>()
-                                  .Attrs<Padding>());
+                                  .Attrs<Config>());

@@ -166,7 +166,8 @@ R50_SK_SE = dict(depth=50, sk_ratio=0.0625, se_ratio=0.25)
 # R50-SK-SE with im2col is left out (70 s of compile): its strided and 1x1 convs are im2col's
 # under winograd too, and im2col's stride-1 3x3 convs are covered by the R18s.
 @pytest.mark.parametrize("arch,impl", [(R18, "im2col"), (R18, "winograd"), (R18_SAME, "im2col"),
-                                       (R18_SAME, "winograd"), (R50_SK_SE, "winograd")])
+                                       (R18_SAME, "winograd"), (R50_SK_SE, "winograd"),
+                                       (R18_SAME, "onednn"), (R50_SK_SE, "onednn")])
 @pytest.mark.slow(40)
 def test_resnet_cpu_convs_match_xla_with_same_variables(arch, impl):
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
