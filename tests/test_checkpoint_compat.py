@@ -51,7 +51,7 @@ def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
     flags = [f"--config.{k}={v}" for k, v in {
         **ARCHITECTURE, "image_size": 8, "batch_size": 16, "num_train_steps": 2,
         "log_every_steps": 1, "data_dir": tfds_dir, **LEGACY,
-        "conv_impl": "im2col"}.items()]  # the fixture's convolutions (auto is Winograd now)
+        "conv_impl": "im2col"}.items()]  # the fixture's convolutions (auto is oneDNN now)
     result = run_job("pretrain", f"--workdir={fresh}", *flags, devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
     old_state, new_state = checkpointing.read_numpy(str(old_run)), checkpointing.read_numpy(

@@ -88,7 +88,7 @@ def test_sigterm_then_kill_9_then_rerun_match_uninterrupted(tmp_path, tfds_dir):
     rerun killed -9 (the next rerun resumes from the last complete checkpoint and ignores a
     half-written later one). It ends where an uninterrupted run ends: the same losses and the
     same final parameters (same device count: the same programs). XLA's convolutions compile
-    and run fastest; the resumes below run the CPU default (Winograd)."""
+    and run fastest; the resumes below run the CPU default (oneDNN)."""
     flags = [*TINY_FLAGS, "--config.num_train_steps=12", "--config.checkpoint_every_steps=3",
              "--config.conv_impl=xla"]
     straight = run_cli(tmp_path / "a", *flags, tfds_dir=tfds_dir)

@@ -1,4 +1,5 @@
-"""CPU-only convolutions, chosen at run time: im2col + one matmul, and Winograd F(4x4, 3x3).
+"""CPU-only convolutions, chosen at run time: oneDNN's (models/onednn.py, the CPU default),
+and, where oneDNN cannot be built, im2col + one matmul and Winograd F(4x4, 3x3).
 
 XLA:CPU's backward convolutions are its weak spot (measured: the plain step runs at ~30% of the
 CPU's matmul peak, its forward alone at ~50%); written as shifted slices concatenated along
@@ -7,7 +8,7 @@ channels and one matmul, the same convolution runs through the CPU's GEMM instea
 fewer multiplications and a smaller transformed input than im2col's columns; the strided and
 1x1 convolutions stay im2col. Both run the batch in cache-sized chunks (models/chunks.py).
 Same parameter name and shape as nn.Conv ('kernel', (kh, kw, cin, cout)), so checkpoints move
-freely between all three. TPU/GPU keep nn.Conv (see conv_class).
+freely between all four. TPU/GPU keep nn.Conv (see conv_class).
 """
 
 import math
