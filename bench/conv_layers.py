@@ -5,10 +5,11 @@ implementation, forward and backward apart (ms, best of --repeats).
     python bench/conv_layers.py --width=1 --batch=256        # the full-width step's layers
 
 For each stage's shape (32x32x64w, 16x16x128w, 8x8x256w, 4x4x512w at width w): XLA's forward,
-its input gradient and its kernel gradient alone, then forward + backward of XLA, Winograd
-F(4x4, 3x3) in batch chunks (models/winograd.py, models/chunks.py), the hybrid used at <= 16
-channels (XLA's forward and input gradient, Winograd's kernel gradient) and im2col
-(models/conv.py), as `jax.grad` of a sum of squares.
+its input gradient and its kernel gradient alone, oneDNN's forward alone (models/onednn.py, the
+CPU default), then forward + backward of XLA, oneDNN, Winograd F(4x4, 3x3) in batch chunks
+(models/winograd.py, models/chunks.py), the hybrid used at <= 16 channels (XLA's forward and
+input gradient, Winograd's kernel gradient) and im2col (models/conv.py), as `jax.grad` of a sum
+of squares.
 """
 
 import os
@@ -43,6 +44,7 @@ def main(argv) -> None:
     import jax
     import jax.numpy as jnp
 
+    from simclr_jax.models import onednn
     from simclr_jax.models.conv import im2col_conv
     from simclr_jax.models.winograd import winograd_conv3x3, xla_winograd_conv3x3
 
@@ -50,7 +52,10 @@ def main(argv) -> None:
         return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    impls = {"xla": xla, "winograd": lambda x, k: winograd_conv3x3(x, k, 4),
+    def one_dnn(x, k):
+        return onednn.conv(x, k, onednn.geometry_of(x.shape, k.shape, (1, 1), ((1, 1), (1, 1))))
+
+    impls = {"xla": xla, "onednn": one_dnn, "winograd": lambda x, k: winograd_conv3x3(x, k, 4),
              "xla+winograd kernel grad": xla_winograd_conv3x3,
              "im2col": lambda x, k: im2col_conv(x, k, (1, 1), ((1, 1), (1, 1)))}
     print(f"3x3 conv layers, R18 width {FLAGS.width:g}, {FLAGS.batch} views, f32, "
@@ -64,7 +69,8 @@ def main(argv) -> None:
                  "xla input grad": best_ms(lambda x, k, dy: jax.vjp(lambda x: xla(x, k), x)[1](dy),
                                            x, k, dy),
                  "xla kernel grad": best_ms(
-                     lambda x, k, dy: jax.vjp(lambda k: xla(x, k), k)[1](dy), x, k, dy)}
+                     lambda x, k, dy: jax.vjp(lambda k: xla(x, k), k)[1](dy), x, k, dy),
+                 "onednn forward": best_ms(one_dnn, x, k)}
         for name, f in impls.items():
             parts[f"{name} fwd+bwd"] = best_ms(
                 jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) ** 2), argnums=(0, 1)), x, k)

@@ -47,7 +47,7 @@ flags.DEFINE_integer("steps", 3, "Timed steps per round (after one warm-up step)
 flags.DEFINE_integer("repeats", 3, "Interleaved rounds (ours, peer, ours, peer, ...).")
 flags.DEFINE_string("dtype", "float32", "Compute dtype.")
 flags.DEFINE_list("conv_impls", ["auto"], "config.conv_impl values to compare (auto, xla, "
-                  "im2col, winograd).")
+                  "im2col, winograd, onednn).")
 flags.DEFINE_list("augment_on", ["device"], "config.augment_on values to time (device, host).")
 flags.DEFINE_string("remat", "none", "config.remat.")
 flags.DEFINE_bool("parts", False, "Also time the parts of the step (forward, backward, ...).")
