@@ -128,14 +128,23 @@ def output_shape(x_shape, kernel_shape, geometry: Geometry) -> tuple[int, int, i
             (x_shape[2] + left + right - kw) // sw + 1, cout)
 
 
+def _require_handlers() -> None:
+    """Builds and registers the handlers before a program uses them (at trace time)."""
+    if (reason := unavailable_reason()) is not None:
+        raise onednn_build.OneDnnUnavailable(reason)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv(x: jnp.ndarray, kernel: jnp.ndarray, geometry: Geometry) -> jnp.ndarray:
     """y = the cross-correlation of x (N, H, W, Cin) with kernel (kh, kw, Cin, Cout), f32, with
-    `geometry`'s strides and zero padding, as lax.conv_general_dilated computes it."""
+    `geometry`'s strides and zero padding, as lax.conv_general_dilated computes it. Raises
+    OneDnnUnavailable (with the reason) where the handlers cannot be built."""
+    _require_handlers()
     return _forward(x, kernel, output_shape(x.shape, kernel.shape, geometry), geometry)
 
 
 def _conv_fwd(x, kernel, geometry):
+    _require_handlers()
     return conv(x, kernel, geometry), (x, kernel)
 
 

@@ -142,6 +142,9 @@ def test_module_same_params_as_nn_conv_and_bf16_takes_winograd():
 
 def test_unavailable_onednn_is_one_clear_error_and_auto_falls_back(monkeypatch):
     monkeypatch.setattr(onednn, "unavailable_reason", lambda: "no oneDNN 3 under /nowhere")
+    x, kernel = jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 2, 2))
+    with pytest.raises(onednn_build.OneDnnUnavailable, match="/nowhere"):  # not XLA's NOT_FOUND
+        _ours(x, kernel, (1, 1), ((1, 1), (1, 1)))
     with pytest.raises(UserError, match=r"config\.conv_impl: 'onednn' is unavailable here: "
                                         r"no oneDNN 3 under /nowhere"):
         conv_class("onednn")
