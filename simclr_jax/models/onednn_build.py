@@ -95,7 +95,11 @@ def build() -> Path:
         key.update(part)
     out = cache_dir() / f"onednn_conv-{key.hexdigest()[:16]}.so"
     if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OneDnnUnavailable(f"cannot create the build cache {out.parent} ({e}); set "
+                                    f"$SIMCLR_JAX_CACHE to a writable directory") from e
         # Built under a temporary name, then renamed: atomic for concurrent builders.
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
