@@ -9,6 +9,9 @@ fastest rewrite at every stage. The handlers (onednn_conv.cc, built by onednn_bu
 XLA FFI custom calls. XLA cannot split a custom call over devices by itself, so each is wrapped
 in `custom_partitioning`: a batch-sharded step keeps its activations sharded, and each device
 computes the kernel gradient of its own images, which XLA then sums like any other gradient.
+(JAX keys a custom-partitioned program by a Python object's id, so multi-device programs with
+these convolutions miss its persistent compilation cache; single-device ones are not
+partitioned.)
 f32 only (the CPU jobs' dtype); TPU/GPU never come here (conv_class picks XLA's convs there).
 """
 
