@@ -1,6 +1,6 @@
 """conv_impl='onednn': the CPU convolutions through oneDNN, forward and both gradients.
 
-XLA:CPU lowers convolutions to YNNPACK, whose kernel gradient runs 4-10x below its forward
+XLA:CPU lowers convolutions to YNNPACK, whose kernel gradient runs 3-6x below its forward
 pass; our Winograd and im2col rewrites (models/winograd.py, models/conv.py) close part of that
 gap. oneDNN, the library under PyTorch's and TensorFlow's CPU convolutions, has JIT-compiled
 kernels for all three on NHWC activations: measured on the 2-core dev machine (B=512 views,

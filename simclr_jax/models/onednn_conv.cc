@@ -1,6 +1,6 @@
 // oneDNN convolutions as XLA FFI handlers: the CPU path of conv_impl='onednn' (models/onednn.py).
 //
-// XLA:CPU lowers convolutions to YNNPACK, whose kernel gradient runs 4-10x slower than its
+// XLA:CPU lowers convolutions to YNNPACK, whose kernel gradient runs 3-6x slower than its
 // forward pass; oneDNN (the library behind PyTorch's and TensorFlow's CPU convolutions) has
 // JIT-generated forward, input-gradient and kernel-gradient kernels for NHWC activations. XLA's
 // own oneDNN convolution rewrite is not reachable in this jaxlib (--xla_cpu_use_onednn leaves
