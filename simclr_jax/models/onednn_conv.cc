@@ -120,7 +120,8 @@ const Cached& Lookup(Op op, const Geometry& g) {
   return *entry;
 }
 
-// Runs `op` with `args` plus a fresh scratchpad, then the kernel reorder `after` (if any).
+// Runs the cached primitive with `args` plus a scratchpad of its own (so concurrent calls of one
+// primitive from several devices never share one).
 void Execute(const Cached& c, std::unordered_map<int, memory> args) {
   dnnl::stream stream(Engine());
   args.insert({DNNL_ARG_SCRATCHPAD, memory(c.scratchpad, Engine())});
