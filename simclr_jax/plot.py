@@ -2,6 +2,8 @@
 
     python -m simclr_jax.plot --workdir=runs/default              # -> runs/default/metrics.png
     python -m simclr_jax.plot --workdir=runs/a --workdir=runs/b --out=ab.png   # overlaid
+    python -m simclr_jax.plot --workdir=runs/transfer --workdir=runs/transfer_random
+        # transfer workdirs: bars of each dataset's headline metric -> transfer.png
 """
 
 import os
@@ -9,6 +11,7 @@ import os
 from absl import flags
 
 from simclr_jax import cli
+from simclr_jax.evals.transfer import report
 from simclr_jax.research import plots
 
 
@@ -23,6 +26,10 @@ def define_flags() -> None:
 
 def _plot() -> None:
     f = flags.FLAGS
+    if all(report.is_transfer_workdir(w) for w in f.workdir):
+        out = f.out or os.path.join(f.workdir[0], "transfer.png")
+        print(f"wrote {report.write_bar_chart(f.workdir, out, f.title)}")
+        return
     out = f.out or os.path.join(f.workdir[0], "metrics.png")
     print(f"wrote {plots.write_plot(f.workdir, out, f.title)}")
 

@@ -200,6 +200,8 @@ class ResNet(nn.Module):
     sk_ratio: float = 0.0
     se_ratio: float = 0.0
     remat: str = "none"  # REMAT_MODES
+    # Fine-tuning on a small dataset sets its own (transfer: max(1 - 10 / steps per epoch, 0.9)).
+    bn_momentum: float = BN_MOMENTUM
 
     @property
     def stage_sizes(self) -> Sequence[int]:
@@ -240,7 +242,7 @@ class ResNet(nn.Module):
 
         def norm(stage: int):
             return partial(nn.BatchNorm, use_running_average=not train or
-                           stage <= inference_bn_through, momentum=BN_MOMENTUM,
+                           stage <= inference_bn_through, momentum=self.bn_momentum,
                            epsilon=BN_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
 
         x = self._stem(x.astype(self.dtype), conv, norm(0))
