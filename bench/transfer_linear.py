@@ -30,6 +30,7 @@ flags.DEFINE_integer("points", 45, "Fit the first this many of the 45 strengths.
 flags.DEFINE_integer("subsample", 0, "Time on this many examples instead (0: n).")
 flags.DEFINE_integer("max_iter", 1000, "L-BFGS iterations per fit (transfer default).")
 flags.DEFINE_float("tol", 1e-5, "L-BFGS tolerance (transfer default).")
+flags.DEFINE_integer("threads", 0, "Threads of the fit (0: every core).")
 FLAGS = flags.FLAGS
 
 
@@ -47,7 +48,8 @@ def main(argv) -> None:
     x, y = features(n, FLAGS.d, FLAGS.classes)
     xv, yv = features(max(1000, n // 5), FLAGS.d, FLAGS.classes, seed=1)
     strengths = logreg.lambdas(45, 1e-6, 1e5)[:FLAGS.points]
-    model = logreg.LinearModel(multi_label=False, max_iter=FLAGS.max_iter, tol=FLAGS.tol)
+    model = logreg.LinearModel(multi_label=False, max_iter=FLAGS.max_iter, tol=FLAGS.tol,
+                              threads=FLAGS.threads)
     total, iters = 0.0, 0
     for k, lam in enumerate(strengths):
         t0 = time.perf_counter()
@@ -60,7 +62,7 @@ def main(argv) -> None:
               flush=True)
     per_iter = total / max(iters, 1)
     scale = FLAGS.n / n
-    summary = {"n": FLAGS.n, "timed_n": n, "d": FLAGS.d, "classes": FLAGS.classes,
+    summary = {"threads": FLAGS.threads, "n": FLAGS.n, "timed_n": n, "d": FLAGS.d, "classes": FLAGS.classes,
                "points_fitted": len(strengths), "seconds": round(total, 1),
                "lbfgs_iterations": iters, "seconds_per_iteration": round(per_iter, 4)}
     if len(strengths) < 45 or scale != 1:

@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.linear_lambda_max = 1e5
     c.linear_max_iter = 1000  # L-BFGS iterations per fit
     c.linear_tol = 1e-5  # L-BFGS gradient tolerance of the mean objective
+    c.linear_threads = 0  # threads of the fit; 0: every core (1 on a machine shared by jobs)
     # Fine-tune: whole network, Nesterov momentum 0.9; lr x decay grid (decay divided by lr).
     c.finetune_learning_rates = _logspace(1e-4, 0.1, 7)
     c.finetune_weight_decays = _logspace(1e-6, 1e-3, 7) + (0.0,)
@@ -78,6 +79,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for key in ("linear_max_iter", "finetune_steps", "finetune_batch_size", "eval_batch_size",
                 "log_every_steps"):
         require(c[key] >= 1, key, f"must be >= 1, got {c[key]}")
+    require(c.linear_threads >= 0, "linear_threads",
+            f"must be >= 0 (0: every core), got {c.linear_threads}")
     require(c.linear_tol > 0, "linear_tol", f"must be > 0, got {c.linear_tol}")
     require(0 < c.finetune_crop_area_min <= 1, "finetune_crop_area_min",
             f"must be in (0, 1], got {c.finetune_crop_area_min}")

@@ -63,7 +63,7 @@ def load_encoder(config: ml_collections.ConfigDict, mesh) -> Pretrained:
 def _path_config(c: ml_collections.ConfigDict) -> linear.PathConfig:
     return linear.PathConfig(num=c.linear_num_lambdas, low=c.linear_lambda_min,
                              high=c.linear_lambda_max, max_iter=c.linear_max_iter,
-                             tol=c.linear_tol)
+                             tol=c.linear_tol, threads=c.linear_threads)
 
 
 def _finetune_config(c: ml_collections.ConfigDict, image_size: int) -> finetune.FinetuneConfig:
@@ -81,7 +81,9 @@ def protocol_settings(c: ml_collections.ConfigDict, protocol: str, image_size: i
     common = {"image_size": image_size, "val_fraction": c.val_fraction, "seed": c.seed,
               "data_dir": c.data_dir}
     if protocol == "linear":
-        return json.loads(json.dumps({**common, **dataclasses.asdict(_path_config(c))}))
+        path = dataclasses.asdict(_path_config(c))
+        path.pop("threads")  # how fast, not what is computed
+        return json.loads(json.dumps({**common, **path}))
     fc = dataclasses.asdict(_finetune_config(c, image_size))
     for key in ("log_every_steps", "checkpoint_every_steps"):
         fc.pop(key)

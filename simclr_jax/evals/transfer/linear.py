@@ -26,6 +26,7 @@ class PathConfig:
     high: float
     max_iter: int
     tol: float
+    threads: int  # 0: every core
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ def regularisation_path(data: HostSplits, metric: str, multi_label: bool, path: 
                         record_path)
     (x, y), (xv, yv) = data.train, data.val
     num_models = y.shape[1] if multi_label else 1
-    model = logreg.LinearModel(multi_label, path.max_iter, path.tol)
+    model = logreg.LinearModel(multi_label, path.max_iter, path.tol, path.threads)
     if points and (state := state_files.read_npz(state_path)) is not None:
         model.set_state(state, num_models)
     strengths = logreg.lambdas(path.num, path.low, path.high)
@@ -81,7 +82,7 @@ def run(data: HostSplits, metric: str, multi_label: bool, path: PathConfig, dire
                                  should_stop)
     best = points[_best(points)]
     (x, y), (xv, yv) = data.train, data.val
-    refit = logreg.LinearModel(multi_label, path.max_iter, path.tol)
+    refit = logreg.LinearModel(multi_label, path.max_iter, path.tol, path.threads)
     refit.fit(np.concatenate([x, xv]), np.concatenate([y, yv]), best["lambda"])
     xt, yt = data.test()
     test = metrics.test_metrics(multi_label, yt, refit.scores(xt))

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 
 def lambdas(num: int, low: float, high: float) -> np.ndarray:
@@ -36,8 +37,12 @@ class LinearModel:
     """One multinomial regression (single-label) or one binary regression per class
     (multi-label), refitted at each strength from its current solution."""
 
-    def __init__(self, multi_label: bool, max_iter: int, tol: float):
+    def __init__(self, multi_label: bool, max_iter: int, tol: float, threads: int = 0):
         self.multi_label, self.max_iter, self.tol = multi_label, max_iter, tol
+        # OpenMP / BLAS threads of the fit (0: the libraries' default, every core). On a
+        # machine shared with other jobs one thread is far faster: OpenMP's spinning
+        # barriers stall when the cores are oversubscribed (bench/transfer_linear.py).
+        self.threads = threads
         self._models: list[LogisticRegression | float] = []
         self.iterations = 0  # L-BFGS iterations of the last fit, summed over its models
 
@@ -52,7 +57,7 @@ class LinearModel:
         if not self._models:
             self._models = [self._new() for _ in columns]
         self.iterations = 0
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), threadpool_limits(self.threads or None):
             # Past max_iter the solution is still the best L-BFGS found; the path moves on.
             warnings.simplefilter("ignore", ConvergenceWarning)
             for k, target in enumerate(columns):

@@ -31,6 +31,7 @@ def transfer_config(tfds_dir) -> Callable[..., ml_collections.ConfigDict]:
         c.linear_num_lambdas = 5
         c.linear_lambda_min = 1e-4
         c.linear_lambda_max = 1e0
+        c.linear_threads = 1
         c.finetune_steps = 4
         c.finetune_batch_size = 16
         c.finetune_learning_rates = (0.01, 0.1)

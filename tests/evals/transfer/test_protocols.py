@@ -8,7 +8,7 @@ import pytest
 from simclr_jax.evals import loop
 from simclr_jax.evals.transfer import finetune, linear, logreg
 
-PATH = linear.PathConfig(num=6, low=1e-5, high=1e0, max_iter=500, tol=1e-6)
+PATH = linear.PathConfig(num=6, low=1e-5, high=1e0, max_iter=500, tol=1e-6, threads=1)
 
 
 def _split(rng, n, d=10, c=3):
