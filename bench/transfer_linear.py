@@ -62,7 +62,8 @@ def main(argv) -> None:
               flush=True)
     per_iter = total / max(iters, 1)
     scale = FLAGS.n / n
-    summary = {"threads": FLAGS.threads, "n": FLAGS.n, "timed_n": n, "d": FLAGS.d, "classes": FLAGS.classes,
+    summary = {"threads": FLAGS.threads, "n": FLAGS.n, "timed_n": n, "d": FLAGS.d,
+               "classes": FLAGS.classes,
                "points_fitted": len(strengths), "seconds": round(total, 1),
                "lbfgs_iterations": iters, "seconds_per_iteration": round(per_iter, 4)}
     if len(strengths) < 45 or scale != 1:
