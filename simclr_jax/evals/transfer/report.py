@@ -55,6 +55,13 @@ def summary(results: dict) -> str:
     return " ".join(parts) or "nothing evaluated"
 
 
+def short_name(name: str) -> str:
+    """A dataset's name on a chart: a folder's last path component."""
+    if name.startswith("folder:"):
+        return "folder:" + os.path.basename(os.path.normpath(name[len("folder:"):]))
+    return name
+
+
 def is_transfer_workdir(workdir: str) -> bool:
     """True for a workdir the transfer job wrote."""
     path = epath.Path(workdir) / "results.json"
@@ -86,13 +93,13 @@ def write_bar_chart(workdirs: Sequence[str], out: str, title: str = "") -> str:
         raise UserError(f"{workdirs[0]}/results.json holds no finished dataset yet: nothing "
                         f"to plot")
     names = list(dict.fromkeys(n for s in bars.values() for n in s))
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) * max(1, len(bars)) / 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(names) * len(bars) + 2), 3.8))
     width = 0.8 / len(bars)
     for k, (series, values) in enumerate(bars.items()):
         xs = [i + (k - (len(bars) - 1) / 2) * width for i in range(len(names))]
         ax.bar(xs, [values.get(n, 0.0) for n in names], width, label=series)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, fontsize=8)
+    ax.set_xticklabels([short_name(n) for n in names], rotation=20, fontsize=8)
     ax.set_ylabel("test headline metric (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
