@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from simclr_jax.data import builders
 from simclr_jax.errors import UserError
@@ -38,7 +39,7 @@ PAPER = {
     "oxford_flowers102": ("train", "validation", "test", "mean_per_class"),
 }
 NOT_IN_TFDS = {"birdsnap": "top1", "fgvc_aircraft": "mean_per_class"}
-MULTI_LABEL_TFDS = {"voc/2007": "labels"}  # dataset -> its multi-label feature
+MULTI_LABEL_KEY = "labels"  # a TFDS dataset with this Sequence(ClassLabel) (VOC) is multi-label
 LABEL_FILE = "labels.csv"
 VAL_FOLDERS = ("val", "validation")
 
@@ -115,7 +116,13 @@ def _tfds_target(name: str, data_dir: str | None, metric: str | None) -> Target:
         if test is None:
             raise UserError(f"dataset {name!r} has no 'test' split (it has {sorted(splits)}): "
                             f"transfer evaluates on a held-out test split")
-    return Target(name, name, train, val, test, metric or default, name in MULTI_LABEL_TFDS)
+    features = builder.info.features
+    multi = (MULTI_LABEL_KEY in features.keys() and "label" not in features.keys()
+             and isinstance(features[MULTI_LABEL_KEY], tfds.features.Sequence)
+             and isinstance(features[MULTI_LABEL_KEY].feature, tfds.features.ClassLabel))
+    if multi and name not in PAPER:
+        default = "map11"
+    return Target(name, name, train, val, test, metric or default, multi)
 
 
 def resolve(entry: str, data_dir: str | None) -> Target:

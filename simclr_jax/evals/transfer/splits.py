@@ -70,7 +70,7 @@ def _multi_label_folder(target: Target, root: str) -> dict[str, tuple[Source, np
 
 def _tfds_multi_hot(target: Target, data_dir: str | None, split: str) -> np.ndarray:
     builder = builders.get_builder(target.dataset, data_dir)
-    key = datasets.MULTI_LABEL_TFDS[target.dataset]
+    key = datasets.MULTI_LABEL_KEY
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             decoders={"image": tfds.decode.SkipDecoding()})
     num = builder.info.features[key].feature.num_classes

@@ -84,3 +84,38 @@ def multilabel_folder() -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def multilabel_tfds(tmp_path_factory) -> str:
+    """A data_dir with `transfer_multi_label_test` prepared: a TFDS dataset shaped like
+    voc/2007 (an `image` and a `labels` sequence of class labels, no `label`): 'red' / 'blue'
+    when that channel is bright; train 32, test 24."""
+    import tensorflow_datasets as tfds
+
+    class TransferMultiLabelTest(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(12, 12, 3)),
+                "labels": tfds.features.Sequence(tfds.features.ClassLabel(
+                    names=["red", "blue"]))}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(32, 0),
+                    "test": self._generate_examples(24, 1)}
+
+        def _generate_examples(self, n, seed):
+            rng = np.random.default_rng(seed)
+            for i in range(n):
+                red, blue = i % 2, (i // 2) % 2
+                colour = np.array([220 if red else 30, 90, 220 if blue else 30])
+                image = np.asarray(_image(rng, colour))
+                yield i, {"image": image,
+                          "labels": [k for k, on in enumerate((red, blue)) if on]}
+
+    data_dir = str(tmp_path_factory.mktemp("multilabel_tfds"))
+    tfds.disable_progress_bar()
+    TransferMultiLabelTest(data_dir=data_dir).download_and_prepare()
+    return data_dir

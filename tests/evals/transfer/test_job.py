@@ -141,3 +141,19 @@ def test_pretrained_that_is_not_a_run(tmp_path, transfer_config):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(UserError, match="no finished checkpoint"):
         job.run(transfer_config(str(tmp_path / "empty")), str(tmp_path / "w"))
+
+
+def test_multi_label_tfds_dataset_like_voc(multilabel_tfds, tmp_path, transfer_config):
+    """A TFDS set with a `labels` sequence (as voc/2007): multi-hot targets in the feature
+    pass's order, 11-point mAP as its headline."""
+    target = datasets.resolve("transfer_multi_label_test", multilabel_tfds)
+    assert target.multi_label and target.metric == "map11"
+    data = splits.load(target, data_dir=multilabel_tfds, image_size=8, val_fraction=0.25, seed=0)
+    # Each row's targets are those of the image in the same row of the Source (the colours).
+    images = data.test.images.astype(float)
+    colours = np.stack([images[..., 0].mean((1, 2)) > 125, images[..., 2].mean((1, 2)) > 125], 1)
+    np.testing.assert_array_equal(data.multi_hot["test"], colours.astype(np.int32))
+    config = transfer_config("random", datasets="transfer_multi_label_test",
+                             data_dir=multilabel_tfds, **TINY)
+    out = job.run(config, str(tmp_path / "w"))["results"]["transfer_multi_label_test"]["linear"]
+    assert out["metric"] == "map11" and out["test_map11"] > 0.9
