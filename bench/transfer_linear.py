@@ -35,10 +35,11 @@ FLAGS = flags.FLAGS
 
 
 def features(n: int, d: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    # One set of class centres for every split; `seed` draws the examples.
+    centres = np.random.default_rng(1234).normal(size=(classes, d)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(classes, d)).astype(np.float32)
     y = rng.integers(0, classes, n)
-    x = np.maximum(centres[y] * 0.3 + rng.normal(size=(n, d)).astype(np.float32), 0)
+    x = np.maximum(centres[y] * 0.05 + rng.normal(size=(n, d)).astype(np.float32), 0)
     return x, y
 
 
