@@ -13,7 +13,7 @@ SCRIPTS = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
 
 def test_every_job_has_a_console_script():
     assert {"simclr-pretrain", "simclr-linear-eval", "simclr-finetune", "simclr-knn",
-            "simclr-sweep", "simclr-visualize", "simclr-plot"} <= set(SCRIPTS)
+            "simclr-sweep", "simclr-visualize", "simclr-plot", "simclr-transfer"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))

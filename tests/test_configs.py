@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from simclr_jax import config as pretrain_config
-from simclr_jax import eval_config
+from simclr_jax import eval_config, transfer_config
 from simclr_jax.core import optim
 from simclr_jax.errors import UserError
 
@@ -17,6 +17,7 @@ PRETRAIN = {"default.py": [None], "cifar10.py": ["", "smoke"], "imagenet.py": ["
 EVAL = {"linear_eval_cifar10.py": [None], "linear_eval_imagenet.py": [None],
         "finetune_imagenet.py": ["1pct", "10pct", "v2_1pct", "v2_10pct"],
         "finetune_cifar10.py": [None]}
+TRANSFER = {"transfer.py": [None]}
 
 
 def load(name: str, variant):
@@ -28,7 +29,22 @@ def load(name: str, variant):
 
 def test_every_config_file_is_covered_here():
     shipped = {p.name for p in CONFIGS.glob("*.py")}
-    assert shipped == set(PRETRAIN) | set(EVAL)
+    assert shipped == set(PRETRAIN) | set(EVAL) | set(TRANSFER)
+
+
+def test_transfer_config_is_the_papers_protocol():
+    """Appendix B.8: 45 strengths in [1e-6, 1e5]; 20,000 fine-tune steps of 256; 7 lrs in
+    [1e-4, 0.1] x 7 decays in [1e-6, 1e-3] and 0; the paper's datasets, both protocols."""
+    c = load("transfer.py", None)
+    c.pretrained = "runs/x"
+    transfer_config.validate(c)
+    assert (c.datasets, c.protocol) == ("paper", "both")
+    assert (c.linear_num_lambdas, c.linear_lambda_min, c.linear_lambda_max) == (45, 1e-6, 1e5)
+    assert (c.finetune_steps, c.finetune_batch_size) == (20000, 256)
+    assert len(c.finetune_learning_rates) == 7 and len(c.finetune_weight_decays) == 8
+    assert c.finetune_learning_rates[0] == pytest.approx(1e-4)
+    assert c.finetune_learning_rates[-1] == pytest.approx(0.1)
+    assert c.finetune_weight_decays[-2] == pytest.approx(1e-3) and c.finetune_weight_decays[-1] == 0
 
 
 @pytest.mark.parametrize("name,variant", [(n, v) for n, vs in PRETRAIN.items() for v in vs])
