@@ -110,7 +110,8 @@ def test_command_on_the_digits_default(pretrained_run, tmp_path, run_job, error_
     folder without test/ fails with one error line and the digits results kept; the plot."""
     out = tmp_path / "w"
     common = [f"--workdir={out}", f"--config.pretrained={pretrained_run}",
-              "--config.linear_num_lambdas=4", "--config.finetune_steps=3",
+              "--config.linear_num_lambdas=4", "--config.linear_threads=1",
+              "--config.finetune_steps=3",
               "--config.finetune_batch_size=16", "--config.eval_batch_size=64",
               "--config.finetune_learning_rates=(0.05,)", "--config.finetune_weight_decays=(0.0,)"]
     result = run_job("transfer", *common, "--config.protocol=both")
