@@ -29,7 +29,7 @@ flags.DEFINE_integer("classes", 10, "Classes.")
 flags.DEFINE_integer("points", 45, "Fit the first this many of the 45 strengths.")
 flags.DEFINE_integer("subsample", 0, "Time on this many examples instead (0: n).")
 flags.DEFINE_integer("max_iter", 1000, "L-BFGS iterations per fit (transfer default).")
-flags.DEFINE_float("tol", 1e-5, "L-BFGS tolerance (transfer default).")
+flags.DEFINE_float("tol", 1e-4, "L-BFGS tolerance (transfer default).")
 flags.DEFINE_integer("threads", 0, "Threads of the fit (0: every core).")
 FLAGS = flags.FLAGS
 

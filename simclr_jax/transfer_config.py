@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.linear_lambda_min = 1e-6
     c.linear_lambda_max = 1e5
     c.linear_max_iter = 1000  # L-BFGS iterations per fit
-    c.linear_tol = 1e-5  # L-BFGS gradient tolerance of the mean objective
+    c.linear_tol = 1e-4  # L-BFGS gradient tolerance of the mean objective (scikit-learn's)
     c.linear_threads = 0  # threads of the fit; 0: every core (1 on a machine shared by jobs)
     # Fine-tune: whole network, Nesterov momentum 0.9; lr x decay grid (decay divided by lr).
     c.finetune_learning_rates = _logspace(1e-4, 0.1, 7)
