@@ -103,3 +103,42 @@ def test_finetune_follows_the_paper_rules():
     assert c.weight_decay == pytest.approx(1e-2)  # decay divided by lr
     assert c.optimizer == "momentum" and c.momentum == 0.9 and c.fine_tune_after_block == -1
     assert c.num_train_steps == 5 and c.train_augment
+
+
+def test_finetune_selects_on_validation_refits_on_train_val_tests_once(tmp_path, monkeypatch):
+    """The grid trains on train and is scored on validation; the best point is retrained on
+    train + validation and scored once on test; a rerun skips the finished grid points."""
+    import types
+
+    splits = types.SimpleNamespace(train="TRAIN", val="VAL", test="TEST", train_val="TRAIN+VAL")
+    trained, predicted = [], []
+    quality = {0.01: 0.5, 0.1: 0.9}  # validation accuracy of each lr (decay ignored)
+
+    def train_one(pre, fc, lr, wd, train, directory, mesh):
+        trained.append((train, lr, wd))
+        return None, types.SimpleNamespace(step=fc.num_steps, lr=lr)
+
+    def predict(model, state, source, image_size, global_batch, mesh):
+        predicted.append(source)
+        labels = np.arange(100) % 4
+        right = np.arange(100) < 100 * quality[state.lr]
+        scores = np.eye(4)[np.where(right, labels, (labels + 1) % 4)]
+        return scores, labels
+
+    monkeypatch.setattr(finetune, "train_one", train_one)
+    monkeypatch.setattr(finetune, "predict", predict)
+    fc = finetune.FinetuneConfig(learning_rates=(0.01, 0.1), weight_decays=(0.0, 1e-4),
+                                 num_steps=5, batch_size=4, eval_batch_size=8,
+                                 crop_area_min=0.08, image_size=8, seed=0, log_every_steps=1,
+                                 checkpoint_every_steps=0)
+    out = finetune.run(None, fc, splits, "top1", str(tmp_path), None, {"id": 1})
+    assert trained[:4] == [("TRAIN", 0.01, 0.0), ("TRAIN", 0.01, 1e-4), ("TRAIN", 0.1, 0.0),
+                           ("TRAIN", 0.1, 1e-4)]
+    assert trained[4] == ("TRAIN+VAL", 0.1, 0.0)  # the best; ties: the first in grid order
+    assert predicted == ["VAL"] * 4 + ["TEST"]
+    assert out["chosen"] == {"learning_rate": 0.1, "weight_decay": 0.0}
+    assert out["val_score"] == pytest.approx(0.9) and out["test_top1"] == pytest.approx(0.9)
+    assert len(out["candidates"]) == 4
+    trained.clear(), predicted.clear()
+    finetune.run(None, fc, splits, "top1", str(tmp_path), None, {"id": 1})
+    assert trained == [("TRAIN+VAL", 0.1, 0.0)] and predicted == ["TEST"]
