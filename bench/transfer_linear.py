@@ -7,6 +7,8 @@ given size; prints one JSON line per point and a summary.
     # SUN397 size, the first points timed on a subsample, the path extrapolated
     python bench/transfer_linear.py --n=100000 --d=2048 --classes=397 --points=3 \\
         --subsample=20000
+    # the same on the JAX devices (optax L-BFGS; an accelerator where there is one)
+    python bench/transfer_linear.py --solver=device
 
 Features are ReLU'd class centres plus noise (non-negative like pooled ResNet features, classes
 overlapping so the path does not converge in one iteration). `--points` fits only the first
@@ -21,7 +23,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from simclr_jax.evals.transfer import logreg
+from simclr_jax.core import parallel
+from simclr_jax.evals.transfer import lbfgs_device, logreg
 
 flags.DEFINE_integer("n", 50000, "Training examples.")
 flags.DEFINE_integer("d", 512, "Feature width.")
@@ -31,6 +34,8 @@ flags.DEFINE_integer("subsample", 0, "Time on this many examples instead (0: n).
 flags.DEFINE_integer("max_iter", 1000, "L-BFGS iterations per fit (transfer default).")
 flags.DEFINE_float("tol", 1e-4, "L-BFGS tolerance (transfer default).")
 flags.DEFINE_integer("threads", 0, "Threads of the fit (0: every core).")
+flags.DEFINE_enum("solver", "sklearn", ["sklearn", "device"],
+                  "sklearn (host) or device (optax L-BFGS on the JAX devices).")
 FLAGS = flags.FLAGS
 
 
@@ -49,8 +54,12 @@ def main(argv) -> None:
     x, y = features(n, FLAGS.d, FLAGS.classes)
     xv, yv = features(max(1000, n // 5), FLAGS.d, FLAGS.classes, seed=1)
     strengths = logreg.lambdas(45, 1e-6, 1e5)[:FLAGS.points]
-    model = logreg.LinearModel(multi_label=False, max_iter=FLAGS.max_iter, tol=FLAGS.tol,
-                              threads=FLAGS.threads)
+    if FLAGS.solver == "device":
+        model = lbfgs_device.DeviceLinearModel(FLAGS.classes, FLAGS.max_iter, FLAGS.tol,
+                                               parallel.make_mesh())
+    else:
+        model = logreg.LinearModel(multi_label=False, max_iter=FLAGS.max_iter, tol=FLAGS.tol,
+                                   threads=FLAGS.threads)
     total, iters = 0.0, 0
     for k, lam in enumerate(strengths):
         t0 = time.perf_counter()
@@ -63,8 +72,8 @@ def main(argv) -> None:
               flush=True)
     per_iter = total / max(iters, 1)
     scale = FLAGS.n / n
-    summary = {"threads": FLAGS.threads, "n": FLAGS.n, "timed_n": n, "d": FLAGS.d,
-               "classes": FLAGS.classes,
+    summary = {"solver": FLAGS.solver, "threads": FLAGS.threads, "n": FLAGS.n, "timed_n": n,
+               "d": FLAGS.d, "classes": FLAGS.classes,
                "points_fitted": len(strengths), "seconds": round(total, 1),
                "lbfgs_iterations": iters, "seconds_per_iteration": round(per_iter, 4)}
     if len(strengths) < 45 or scale != 1:

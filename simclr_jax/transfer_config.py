@@ -16,6 +16,7 @@ from simclr_jax.errors import require
 from simclr_jax.models.resnet import STAGE_SIZES
 
 PROTOCOLS = ("linear", "finetune")
+LINEAR_SOLVERS = ("sklearn", "device")
 PROTOCOL_CHOICES = ("linear", "finetune", "both")
 
 
@@ -47,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.linear_lambda_max = 1e5
     c.linear_max_iter = 1000  # L-BFGS iterations per fit
     c.linear_tol = 1e-4  # L-BFGS gradient tolerance of the mean objective (scikit-learn's)
+    # sklearn: scikit-learn on the host (features in host memory); device: optax L-BFGS on
+    # the accelerator (large sets such as SUN397 at ResNet-50 width; single-label only).
+    c.linear_solver = "sklearn"
     c.linear_threads = 0  # threads of the fit; 0: every core (1 on a machine shared by jobs)
     # Fine-tune: whole network, Nesterov momentum 0.9; lr x decay grid (decay divided by lr).
     c.finetune_learning_rates = _logspace(1e-4, 0.1, 7)
@@ -79,6 +83,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     for key in ("linear_max_iter", "finetune_steps", "finetune_batch_size", "eval_batch_size",
                 "log_every_steps"):
         require(c[key] >= 1, key, f"must be >= 1, got {c[key]}")
+    require(c.linear_solver in LINEAR_SOLVERS, "linear_solver",
+            f"must be one of {LINEAR_SOLVERS}, got {c.linear_solver!r}")
     require(c.linear_threads >= 0, "linear_threads",
             f"must be >= 0 (0: every core), got {c.linear_threads}")
     require(c.linear_tol > 0, "linear_tol", f"must be > 0, got {c.linear_tol}")

@@ -34,7 +34,9 @@ from simclr_jax.evals.transfer import (
     datasets,
     finetune,
     host_features,
+    lbfgs_device,
     linear,
+    logreg,
     report,
     splits,
     state_files,
@@ -81,6 +83,7 @@ def protocol_settings(c: ml_collections.ConfigDict, protocol: str, image_size: i
     common = {"image_size": image_size, "val_fraction": c.val_fraction, "seed": c.seed,
               "data_dir": c.data_dir}
     if protocol == "linear":
+        common["solver"] = c.linear_solver
         path = dataclasses.asdict(_path_config(c))
         path.pop("threads")  # how fast, not what is computed
         return json.loads(json.dumps({**common, **path}))
@@ -105,8 +108,21 @@ def _linear(pre: Pretrained, target: Target, data: splits.TransferSplits, c, ima
                                   test=lambda: host("test", data.test))
     identity = {**protocol_settings(c, "linear", image_size), **encoder,
                 "dataset": target.name}
-    return linear.run(host_data, target.metric, target.multi_label, _path_config(c),
-                      os.path.join(directory, "linear"), identity, watcher)
+    path = _path_config(c)
+    if c.linear_solver == "device":
+        if target.multi_label:
+            raise UserError(f"config.linear_solver='device' fits single-label sets, and "
+                            f"{target.name} is multi-label: use linear_solver='sklearn'")
+
+        def new_model():
+            return lbfgs_device.DeviceLinearModel(data.num_classes, path.max_iter, path.tol,
+                                                  mesh)
+    else:
+        def new_model():
+            return logreg.LinearModel(target.multi_label, path.max_iter, path.tol,
+                                      path.threads)
+    return linear.run(host_data, target.metric, target.multi_label, path,
+                      os.path.join(directory, "linear"), identity, watcher, new_model)
 
 
 def _finetune(pre: Pretrained, target: Target, data: splits.TransferSplits, c,

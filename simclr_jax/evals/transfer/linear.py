@@ -44,9 +44,12 @@ def _best(points: list[dict]) -> int:
 
 
 def regularisation_path(data: HostSplits, metric: str, multi_label: bool, path: PathConfig,
-                        directory: str, identity: dict, should_stop: Callable[[int], bool]
-                        ) -> list[dict]:
-    """Every point of the path with its validation score, resumed from `directory`."""
+                        directory: str, identity: dict, should_stop: Callable[[int], bool],
+                        new_model: Callable[[], object] | None = None) -> list[dict]:
+    """Every point of the path with its validation score, resumed from `directory`.
+    `new_model()` makes the fitter (default: scikit-learn's, logreg.LinearModel)."""
+    new_model = new_model or (lambda: logreg.LinearModel(multi_label, path.max_iter, path.tol,
+                                                         path.threads))
     record_path = os.path.join(directory, "path.json")
     state_path = os.path.join(directory, "path_state.npz")
     saved = state_files.read_json(record_path)
@@ -56,7 +59,7 @@ def regularisation_path(data: HostSplits, metric: str, multi_label: bool, path: 
                         record_path)
     (x, y), (xv, yv) = data.train, data.val
     num_models = y.shape[1] if multi_label else 1
-    model = logreg.LinearModel(multi_label, path.max_iter, path.tol, path.threads)
+    model = new_model()
     if points and (state := state_files.read_npz(state_path)) is not None:
         model.set_state(state, num_models)
     strengths = logreg.lambdas(path.num, path.low, path.high)
@@ -76,13 +79,16 @@ def regularisation_path(data: HostSplits, metric: str, multi_label: bool, path: 
 
 
 def run(data: HostSplits, metric: str, multi_label: bool, path: PathConfig, directory: str,
-        identity: dict, should_stop: Callable[[int], bool]) -> dict:
+        identity: dict, should_stop: Callable[[int], bool],
+        new_model: Callable[[], object] | None = None) -> dict:
     """The protocol's results: chosen strength, every candidate, test metrics."""
+    new_model = new_model or (lambda: logreg.LinearModel(multi_label, path.max_iter, path.tol,
+                                                         path.threads))
     points = regularisation_path(data, metric, multi_label, path, directory, identity,
-                                 should_stop)
+                                 should_stop, new_model)
     best = points[_best(points)]
     (x, y), (xv, yv) = data.train, data.val
-    refit = logreg.LinearModel(multi_label, path.max_iter, path.tol, path.threads)
+    refit = new_model()
     refit.fit(np.concatenate([x, xv]), np.concatenate([y, yv]), best["lambda"])
     xt, yt = data.test()
     test = metrics.test_metrics(multi_label, yt, refit.scores(xt))

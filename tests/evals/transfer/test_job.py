@@ -158,3 +158,17 @@ def test_multi_label_tfds_dataset_like_voc(multilabel_tfds, tmp_path, transfer_c
                              data_dir=multilabel_tfds, **TINY)
     out = job.run(config, str(tmp_path / "w"))["results"]["transfer_multi_label_test"]["linear"]
     assert out["metric"] == "map11" and out["test_map11"] > 0.9
+
+
+def test_device_solver_gives_the_sklearn_path(tmp_path, transfer_config, class_folder):
+    """linear_solver='device' (optax L-BFGS on the mesh) on the same features: the same
+    validation scores along the path, the same choice and test accuracy."""
+    root = class_folder(tmp_path / "data", per_class=12)
+    name = f"folder:{root}"
+    out = {s: job.run(transfer_config("random", datasets=name, linear_solver=s,
+                                      linear_tol=1e-6, **TINY),
+                      str(tmp_path / s))["results"][name]["linear"]
+           for s in ("sklearn", "device")}
+    np.testing.assert_allclose([p["val_score"] for p in out["device"]["candidates"]],
+                               [p["val_score"] for p in out["sklearn"]["candidates"]], atol=0.04)
+    assert out["device"]["test_top1"] == pytest.approx(out["sklearn"]["test_top1"], abs=0.04)
