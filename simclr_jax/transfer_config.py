@@ -43,6 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.eval_batch_size = 256  # global batch of feature extraction and evaluation passes
     # Linear: L2-regularised multinomial logistic regression, L-BFGS, 45 log-spaced strengths.
+    # Features of the centre square of this fraction of the shorter side, resized to the input
+    # size: 1.0 is the paper's (shorter side resized, centre crop); 0.875 the eval jobs'.
+    c.linear_crop_fraction = 1.0
     c.linear_num_lambdas = 45
     c.linear_lambda_min = 1e-6
     c.linear_lambda_max = 1e5
@@ -85,6 +88,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         require(c[key] >= 1, key, f"must be >= 1, got {c[key]}")
     require(c.linear_solver in LINEAR_SOLVERS, "linear_solver",
             f"must be one of {LINEAR_SOLVERS}, got {c.linear_solver!r}")
+    require(0 < c.linear_crop_fraction <= 1, "linear_crop_fraction",
+            f"must be in (0, 1], got {c.linear_crop_fraction}")
     require(c.linear_threads >= 0, "linear_threads",
             f"must be >= 0 (0: every core), got {c.linear_threads}")
     require(c.linear_tol > 0, "linear_tol", f"must be > 0, got {c.linear_tol}")

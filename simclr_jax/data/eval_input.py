@@ -106,7 +106,8 @@ def num_batches(num_examples: int, global_batch: int) -> int:
 
 
 def eval_dataset(source: Source, *, image_size: int, global_batch: int, process_index: int = 0,
-                 process_count: int = 1) -> tf.data.Dataset:
+                 process_count: int = 1,
+                 crop_fraction: float = tf_image.EVAL_CROP_FRACTION) -> tf.data.Dataset:
     """One pass: {'image' uint8 (b, S, S, 3), 'label' int32, 'mask' bool, 'index' int64 (the
     example's index in the split, -1 on padding)} per batch of this process's rows."""
     local = global_batch // process_count
@@ -115,7 +116,7 @@ def eval_dataset(source: Source, *, image_size: int, global_batch: int, process_
 
     def example(x, label, mask, index):
         image, label = read(x, label)
-        image = tf_image.center_crop_resize(image, image_size)
+        image = tf_image.center_crop_resize(image, image_size, crop_fraction)
         return {"image": image, "label": label, "mask": mask, "index": index}
 
     if source.stream is None:
@@ -149,10 +150,14 @@ def eval_dataset(source: Source, *, image_size: int, global_batch: int, process_
 
 
 def eval_batches(source: Source, *, image_size: int, global_batch: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-    """eval_dataset as numpy batches; an unreadable image becomes a UserError naming it."""
+                 process_count: int = 1, crop_fraction: float = tf_image.EVAL_CROP_FRACTION
+                 ) -> Iterator[dict[str, np.ndarray]]:
+    """eval_dataset as numpy batches; an unreadable image becomes a UserError naming it.
+    `crop_fraction`: the centre square's side over the shorter side (1: the paper's transfer
+    features, the shorter side resized to image_size and centre-cropped)."""
     ds = eval_dataset(source, image_size=image_size, global_batch=global_batch,
-                      process_index=process_index, process_count=process_count)
+                      process_index=process_index, process_count=process_count,
+                      crop_fraction=crop_fraction)
     it, b = ds.as_numpy_iterator(), 0
     while True:
         try:

@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from simclr_jax.augment import tf_image
 from simclr_jax.core import parallel
 from simclr_jax.core.parallel import DATA_AXIS
 from simclr_jax.data import eval_input
@@ -136,8 +137,10 @@ def cache_spec(workdir: str, name: str, pre: Pretrained, data: dict) -> CacheSpe
 
 
 def compute(pre: Pretrained, source: Source, *, image_size: int, global_batch: int, mesh,
-            cache: CacheSpec | None = None) -> Bank:
-    """The bank of `source` (reused from `cache` when it holds exactly these features)."""
+            cache: CacheSpec | None = None,
+            crop_fraction: float = tf_image.EVAL_CROP_FRACTION) -> Bank:
+    """The bank of `source` (reused from `cache` when it holds exactly these features);
+    `crop_fraction` of the eval centre crop (a cache's key must name a non-default one)."""
     pi, pc = jax.process_index(), jax.process_count()
     nb = eval_input.num_batches(len(source), global_batch)
     local = global_batch // pc
@@ -154,7 +157,7 @@ def compute(pre: Pretrained, source: Source, *, image_size: int, global_batch: i
     index = np.full((nb, local), -1, np.int64)
     for b, batch in enumerate(eval_input.eval_batches(
             source, image_size=image_size, global_batch=global_batch, process_index=pi,
-            process_count=pc)):
+            process_count=pc, crop_fraction=crop_fraction)):
         g = parallel.global_batch(mesh, {k: batch[k] for k in ("image", "label", "mask")})
         h = fn(pre.variables, g["image"])
         bank = put(*bank, b, h, g["label"], g["mask"])

@@ -1,6 +1,7 @@
 """Frozen features of a transfer split as host arrays, computed once through the eval feature
 machinery (evals/features.py: exact eval pass, centre crop, no augmentation; cached on disk
-under the dataset's directory and reused by a rerun)."""
+under the dataset's directory and reused by a rerun). The paper's transfer features are of the
+shorter side resized to the input size and centre-cropped: crop_fraction=1."""
 
 import numpy as np
 
@@ -10,16 +11,17 @@ from simclr_jax.evals.pretrained import Pretrained
 
 
 def split_features(pre: Pretrained, source: Source, *, cache_dir: str | None, name: str,
-                   data_key: dict, image_size: int, global_batch: int, mesh
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   data_key: dict, image_size: int, global_batch: int, mesh,
+                   crop_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(features float32 (N, width), labels int32 (N,)) in the Source's example order.
 
     `data_key` names what was read (dataset, split, held-out seed...): a cache written for
     anything else is recomputed, never reused."""
-    cache = (features.cache_spec(cache_dir, name, pre, {"source": source.name, **data_key})
+    key = {"source": source.name, "crop_fraction": crop_fraction, **data_key}
+    cache = (features.cache_spec(cache_dir, name, pre, key)
              if cache_dir is not None else None)
     bank = features.compute(pre, source, image_size=image_size, global_batch=global_batch,
-                            mesh=mesh, cache=cache)
+                            mesh=mesh, cache=cache, crop_fraction=crop_fraction)
     flat = jobs.to_host(bank.features).reshape(-1, bank.features.shape[-1])
     labels = jobs.to_host(bank.labels).reshape(-1)
     index = bank.index.reshape(-1)

@@ -84,6 +84,7 @@ def protocol_settings(c: ml_collections.ConfigDict, protocol: str, image_size: i
               "data_dir": c.data_dir}
     if protocol == "linear":
         common["solver"] = c.linear_solver
+        common["crop_fraction"] = c.linear_crop_fraction
         path = dataclasses.asdict(_path_config(c))
         path.pop("threads")  # how fast, not what is computed
         return json.loads(json.dumps({**common, **path}))
@@ -101,7 +102,7 @@ def _linear(pre: Pretrained, target: Target, data: splits.TransferSplits, c, ima
     def host(name: str, source):
         x, y = host_features.split_features(
             pre, source, cache_dir=directory, name=name, data_key=key, image_size=image_size,
-            global_batch=c.eval_batch_size, mesh=mesh)
+            global_batch=c.eval_batch_size, mesh=mesh, crop_fraction=c.linear_crop_fraction)
         return x, (data.multi_hot[name] if data.multi_hot is not None else y)
 
     host_data = linear.HostSplits(train=host("train", data.train), val=host("val", data.val),
