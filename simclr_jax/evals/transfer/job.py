@@ -217,6 +217,11 @@ def _one_dataset(entry: str, pre: Pretrained, config, image_size: int, workdir: 
     for protocol in todo:
         if watcher(0):
             raise loop.Preempted(0, 0, directory)
+        if protocol == "finetune" and target.multi_label and config.protocol == "both":
+            # `both` over a mix (the paper's list has VOC2007): the linear protocol only.
+            logging.warning("transfer: %s is multi-label: linear protocol only (fine-tuning "
+                            "trains a softmax classifier)", name)
+            continue
         logging.info("transfer: %s, %s protocol (validation: %s)", name, protocol,
                      data.validation)
         if protocol == "linear":

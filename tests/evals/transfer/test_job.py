@@ -46,6 +46,9 @@ def test_multi_label_folder_reports_map11(tmp_path, transfer_config, multilabel_
     with pytest.raises(UserError, match="multi-label"):
         job.run(transfer_config("random", datasets=f"folder:{root}", protocol="finetune",
                                 **TINY), str(tmp_path / "w2"))
+    both = job.run(transfer_config("random", datasets=f"folder:{root}", protocol="both",
+                                   **TINY), str(tmp_path / "w"))  # linear is already done
+    assert set(both["results"][f"folder:{root}"]) == {"linear"}
 
 
 def test_held_out_validation_is_seeded_and_disjoint(tmp_path, class_folder):
