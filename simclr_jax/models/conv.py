@@ -11,6 +11,7 @@ Same parameter name and shape as nn.Conv ('kernel', (kh, kw, cin, cout)), so che
 freely between all four. TPU/GPU keep nn.Conv (see conv_class).
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from functools import partial
@@ -19,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from simclr_jax.errors import UserError
 from simclr_jax.models import chunks, onednn
@@ -169,6 +171,13 @@ class OneDnnConv(WinogradConv):
 CONV_IMPLS = ("auto", "xla", "im2col", "winograd", "onednn")
 
 
+@functools.cache
+def _log_fallback(reason: str) -> None:
+    """Says once per process why conv_impl=auto runs Winograd instead of oneDNN."""
+    logging.warning("conv_impl=auto: the oneDNN convolutions are unavailable, using winograd "
+                    "(slower on CPU, same results): %s", reason)
+
+
 def conv_class(impl: str) -> type[nn.Module]:
     """'xla' -> nn.Conv; 'im2col' -> Im2ColConv; 'winograd' -> WinogradConv; 'onednn' ->
     OneDnnConv; 'auto' -> OneDnnConv on CPU where oneDNN builds (else WinogradConv), nn.Conv
@@ -178,8 +187,11 @@ def conv_class(impl: str) -> type[nn.Module]:
     if impl == "auto":
         if jax.default_backend() != "cpu":
             impl = "xla"
+        elif (reason := onednn.unavailable_reason()) is None:
+            impl = "onednn"
         else:
-            impl = "onednn" if onednn.unavailable_reason() is None else "winograd"
+            _log_fallback(reason)
+            impl = "winograd"
     elif impl == "onednn":
         if jax.default_backend() != "cpu":
             raise UserError(f"config.conv_impl: 'onednn' runs on the CPU backend only, not "

@@ -40,6 +40,8 @@ def unavailable_reason() -> str | None:
         onednn_build.load()
     except onednn_build.OneDnnUnavailable as e:
         return str(e)
+    except Exception as e:  # noqa: BLE001 - whatever stops the build, auto must fall back
+        return f"building or loading the handlers failed: {type(e).__name__}: {e}"
     return None
 
 
