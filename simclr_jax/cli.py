@@ -1,10 +1,13 @@
 """What every job's command line shares: flag parsing with clear errors, quiet library logs,
 multi-process start-up, and the entry point of the evaluation jobs."""
 
+import importlib.machinery
 import logging as pylogging
 import os
 import re
 import sys
+import traceback
+import types
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -95,10 +98,47 @@ def define_config_flag(default_path: str, help_text: str) -> None:
     ml_collections applies `--config.key=value` overrides when the flag is defined (reading
     sys.argv), so an unknown key fails here, before absl's parser runs.
     """
+    _check_config_file(sys.argv)
     try:
         config_flags.DEFINE_config_file("config", default_path, help_text, lock_config=True)
     except (AttributeError, KeyError) as e:
         _fail(_unknown_key_message(e, sys.argv))
+
+
+def _check_config_file(argv: Sequence[str]) -> None:
+    """A --config file that does not parse, lacks get_config() or raises in it: one error line
+    naming the file and line (ml_collections would print the traceback, or a misleading
+    unknown-key error). A missing file is left to _check_config_loaded."""
+    spec = _config_path(argv)
+    path, _, arg = spec.partition(":")
+    if spec == "?" or not os.path.isfile(path):
+        return
+    try:
+        loader = importlib.machinery.SourceFileLoader("_simclr_config_check", path)
+        module = types.ModuleType(loader.name)
+        module.__file__ = path
+        loader.exec_module(module)
+    except SyntaxError as e:
+        _fail(f"config file {path}, line {e.lineno}: {e.msg} (--config={spec}): fix the file "
+              f"or pass another one")
+    except Exception as e:  # noqa: BLE001 - anything the file's top level raises
+        _fail(f"config file {path}, {_where(e, path)}: {type(e).__name__}: {e} "
+              f"(--config={spec})")
+    if not callable(getattr(module, "get_config", None)):
+        _fail(f"config file {path} defines no get_config() (--config={spec}): a config file "
+              f"is a Python file whose get_config() returns an ml_collections.ConfigDict")
+    try:
+        module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # noqa: BLE001 - the file's own error, reported as one line
+        _fail(f"config file {spec} (--config), {_where(e, path)}: {type(e).__name__}: "
+              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}".rstrip(": "))
+
+
+def _where(error: BaseException, path: str) -> str:
+    """'line N' of the innermost frame of `error` in the file `path`."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(f.filename) == os.path.abspath(path)]
+    return f"line {frames[-1].lineno}" if frames else "at import"
 
 
 def _config_path(argv: Sequence[str]) -> str:
