@@ -14,8 +14,8 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from simclr_jax import eval_config
-from simclr_jax.core import cpu_collectives, host_memory, parallel
+from simclr_jax import cpu, eval_config
+from simclr_jax.core import parallel
 from simclr_jax.errors import UserError, report_user_errors
 
 FLAGS = flags.FLAGS
@@ -235,8 +235,8 @@ def define_eval_flags(job: str) -> None:
 def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
     """Runs a command whose flags are defined: parses them (a bad flag or config key is one
     `error:` line), quiets library logs, starts multi-process JAX when `distributed`, sets
-    up step memory reuse on CPU (core/host_memory.py) and, with several simulated CPU devices,
-    all-reduces in one order (core/cpu_collectives.py), then `body()`; a UserError anywhere
+    up the CPU backend's process (step memory reuse; with several simulated CPU devices,
+    all-reduces in one order: simclr_jax/cpu), then `body()`; a UserError anywhere
     is one `error:` line and exit code 2."""
 
     @report_user_errors
@@ -244,11 +244,10 @@ def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
         if len(argv) > 1:
             raise UserError(f"unexpected arguments: {argv[1:]}")
         quiet_library_logs()
-        cpu_collectives.keep_collectives_in_order()  # both before the backend starts
-        inline = host_memory.run_cpu_steps_inline()
+        prepared = cpu.prepare_process()  # before the backend starts
         if distributed:
             initialize_distributed_from_flags()
-        host_memory.keep_freed_host_memory(inline)
+        cpu.finish_process_setup(prepared)
         body()
 
     app.run(main, flags_parser=parse_flags)

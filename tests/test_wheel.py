@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from simclr_jax.models import onednn
+from simclr_jax.cpu import onednn
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from simclr_jax.core import parallel
+from simclr_jax.cpu import conv as conv_module
+from simclr_jax.cpu import onednn, onednn_build
+from simclr_jax.cpu.conv import OneDnnConv, WinogradConv, conv_class
 from simclr_jax.errors import UserError
-from simclr_jax.models import ResNet, onednn, onednn_build
-from simclr_jax.models import conv as conv_module
-from simclr_jax.models.conv import OneDnnConv, WinogradConv, conv_class
+from simclr_jax.models import ResNet
 
 pytestmark = pytest.mark.skipif(
     onednn.unavailable_reason() is not None,
@@ -103,7 +104,7 @@ def test_resnet_one_vs_eight_devices_and_xla():
     """A ResNet-18 (1/8 width, CIFAR stem) in training mode, batch-sharded BN included: loss,
     gradients and BN statistics of conv_impl='onednn' on 1 device and on 8 equal XLA's."""
     x = jax.random.normal(jax.random.PRNGKey(2), (16, 16, 16, 3))
-    models = {impl: ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl=impl)
+    models = {impl: ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv=conv_class(impl))
               for impl in ("xla", "onednn")}
     v = models["xla"].init(jax.random.PRNGKey(0), x[:2], train=False)
 

@@ -12,7 +12,7 @@ computes the kernel gradient of its own images, which XLA then sums like any oth
 (JAX keys a custom-partitioned program by a Python object's id, so multi-device programs with
 these convolutions miss its persistent compilation cache; single-device ones are not
 partitioned.)
-f32 only (the CPU jobs' dtype); TPU/GPU never come here (conv_class picks XLA's convs there).
+f32 only (the CPU jobs' dtype); TPU/GPU never come here (core/backend.py picks XLA's convs there).
 """
 
 import functools
@@ -26,7 +26,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from simclr_jax.models import onednn_build
+from simclr_jax.cpu import onednn_build
 
 # (stride_h, stride_w, top, bottom, left, right): a convolution's geometry besides its shapes.
 Geometry = tuple[int, int, int, int, int, int]

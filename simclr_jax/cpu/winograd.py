@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simclr_jax.models import chunks
+from simclr_jax.cpu import chunks
 
 # (B^T, G, A^T) of F(m, 3), m = 2 and 4 (Lavin & Gray 2016).
 TRANSFORMS = {
