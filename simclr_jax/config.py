@@ -89,7 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.proj_out_dim = 128
     c.online_probe = True  # linear probe on stop_gradient(h) when the dataset has labels
     c.dtype = "float32"
-    # auto: oneDNN on CPU (models/onednn.py; Winograd / im2col where it cannot build), XLA's
+    # auto: oneDNN on CPU (cpu/onednn.py; Winograd / im2col where it cannot build), XLA's
     # convolutions on TPU/GPU. All of them share one parameter layout: switch freely.
     c.conv_impl = "auto"
     c.remat = "none"  # 'blocks': recompute each ResNet block in the backward pass (less memory)

@@ -73,7 +73,7 @@ def _num_chunks(x_shape: tuple[int, ...], kernel: jnp.ndarray) -> int:
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def chunked_im2col_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
                         padding: Padding = "SAME") -> jnp.ndarray:
-    """im2col_conv over the batch in cache-sized chunks (models/chunks.py), forward and
+    """im2col_conv over the batch in cache-sized chunks (cpu/chunks.py), forward and
     backward (each chunk's columns rebuilt there rather than kept: they are 9x its input)."""
     return chunks.map_chunks(lambda xc: im2col_conv(xc, kernel, strides, padding), x,
                              _num_chunks(x.shape, kernel))

@@ -1,7 +1,7 @@
 """conv_impl='onednn': the CPU convolutions through oneDNN, forward and both gradients.
 
 XLA:CPU lowers convolutions to YNNPACK, whose kernel gradient runs 3-6x below its forward
-pass; our Winograd and im2col rewrites (models/winograd.py, models/conv.py) close part of that
+pass; our Winograd and im2col rewrites (cpu/winograd.py, cpu/conv.py) close part of that
 gap. oneDNN, the library under PyTorch's and TensorFlow's CPU convolutions, has JIT-compiled
 kernels for all three on NHWC activations: measured on the 2-core dev machine (B=512 views,
 R18 at width 1/4, fwd+bwd of one 3x3 layer, bench/conv_layers.py), 2-4x faster than our

@@ -17,7 +17,7 @@ again), and the kernel gradient is G^T (V^T dM) G, (m+2)^2 matmuls that contract
 tiles, with V the transformed input (recomputed) and dM = A dY A^T.
 
 No maintained JAX library offers this (XLA:CPU's own convolutions run far below its matmul
-peak, see models/conv.py), hence written here. CPU only: TPU/GPU keep XLA's convolutions.
+peak, see cpu/conv.py), hence written here. CPU only: TPU/GPU keep XLA's convolutions.
 """
 
 from functools import partial
