@@ -57,7 +57,7 @@ def test_the_wheel_ships_every_file_of_the_package(installed):
     (wheel,) = installed.parent.glob("dist/simclr_jax-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     missing = {n for n in _package_files() if n not in shipped}
-    assert "simclr_jax/models/onednn_conv.cc" in shipped and not missing, sorted(missing)
+    assert "simclr_jax/cpu/onednn_conv.cc" in shipped and not missing, sorted(missing)
 
 
 def _run_installed(site: Path, cwd: Path, *flags: str, env: dict | None = None):

@@ -1,4 +1,4 @@
-"""Batch chunks (models/chunks.py): how many, and every image back in its place."""
+"""Batch chunks (cpu/chunks.py): how many, and every image back in its place."""
 
 import jax
 import jax.numpy as jnp
