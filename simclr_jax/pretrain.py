@@ -16,6 +16,7 @@ cli.define_config_flag(os.path.abspath(config.__file__),
                        "Config file (configs/*.py); without it, the embedded default.")
 flags.DEFINE_string("workdir", "runs/pretrain", "Checkpoints, metrics.jsonl and TensorBoard.")
 cli.define_distributed_flags()
+cli.define_compilation_cache_flag()
 FLAGS = flags.FLAGS
 
 

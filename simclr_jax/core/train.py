@@ -28,6 +28,7 @@ from simclr_jax.core import (
     parallel,
     resume,
     run_report,
+    shared_workdir,
     workdir_lock,
 )
 from simclr_jax.core.preemption import PreemptionWatcher
@@ -214,12 +215,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     With config.knn_every_steps > 0, `monitor(config, split, mesh)(state)` adds its metrics
     to the log rows of every knn_every_steps-th step (the pretrain job passes evals.knn.Monitor).
-    One job per workdir (core/workdir_lock.py); resuming checks the config against the
+    The workdir must be one every process sees (core/shared_workdir.py); one job per workdir
+    (core/workdir_lock.py); resuming checks the config against the
     checkpoint's (core/resume.py) before any work; a finished run is not trained again.
     """
     t_start = time.time()
     mesh = parallel.make_mesh()
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    shared_workdir.check_shared(workdir)  # a lock on a per-host disk would lock nothing
     with workdir_lock.locked(str(checkpointing.absolute(workdir))):
         start = resume.newest_intact_step(workdir)
         if start is not None:
