@@ -120,8 +120,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 100
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
-    # kNN monitor (evals/knn.py): weighted kNN of eval_split on the train split's h, logged with the
-    # metrics every knn_every_steps (a multiple of log_every_steps); 0 turns it off.
+    # kNN monitor (evals/monitor.py): weighted kNN of eval_split on the train split's h, logged
+    # with the metrics every knn_every_steps (a multiple of log_every_steps); 0 turns it off.
     c.knn_every_steps = 0
     c.knn_k = 200
     c.knn_temperature = 0.1
