@@ -23,9 +23,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(Path(__file__).with_name("support")), *filter(None, [os.environ.get("PYTHONPATH")])])
 
-from simclr_jax.core.cpu_collectives import keep_collectives_in_order  # noqa: E402
+from simclr_jax.cpu.collectives import keep_collectives_in_order  # noqa: E402
 
-# The 8 devices' all-reduces in one order, as in the jobs (core/cpu_collectives.py).
+# The 8 devices' all-reduces in one order, as in the jobs (cpu/collectives.py).
 keep_collectives_in_order()
 
 import ml_collections  # noqa: E402
@@ -246,11 +246,11 @@ def pretrained_run(tmp_path_factory, tfds_dir) -> str:
     fewer devices exercises cross-device-count restore. Its kNN monitor logs at steps 2 and 4.
     """
     from simclr_jax.core import train
-    from simclr_jax.evals import knn
+    from simclr_jax.evals import monitor
 
     def make(workdir: Path) -> None:
         train.train_and_evaluate(_tiny_config(tfds_dir, knn_every_steps=2), str(workdir),
-                                 monitor=knn.Monitor)
+                                 monitor=monitor.Monitor)
 
     return str(_made_once(tmp_path_factory, "pretrained", make))
 
