@@ -23,9 +23,9 @@ from simclr_jax import eval_config
 from simclr_jax.core import metric_io, parallel
 from simclr_jax.data import eval_input
 from simclr_jax.data.sources import Source
-from simclr_jax.evals import classifier, jobs
+from simclr_jax.evals import classifier
 from simclr_jax.evals.pretrained import Pretrained
-from simclr_jax.evals.transfer import metrics, state_files
+from simclr_jax.evals.transfer import host_features, metrics, state_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,9 +83,9 @@ def predict(model, state, source: Source, image_size: int, global_batch: int, me
                                      process_index=jax.process_index(),
                                      process_count=jax.process_count()):
         g = parallel.global_batch(mesh, {k: b[k] for k in ("image", "label", "mask")})
-        mask = jobs.to_host(g["mask"])
-        scores.append(jobs.to_host(apply(variables, g["image"]))[mask])
-        labels.append(jobs.to_host(g["label"])[mask])
+        mask = host_features.to_host(g["mask"])
+        scores.append(host_features.to_host(apply(variables, g["image"]))[mask])
+        labels.append(host_features.to_host(g["label"])[mask])
     return np.concatenate(scores), np.concatenate(labels)
 
 

@@ -3,11 +3,20 @@ machinery (evals/features.py: exact eval pass, centre crop, no augmentation; cac
 under the dataset's directory and reused by a rerun). The paper's transfer features are of the
 shorter side resized to the input size and centre-cropped: crop_fraction=1."""
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from simclr_jax.data.sources import Source
-from simclr_jax.evals import features, jobs
+from simclr_jax.evals import features
 from simclr_jax.evals.pretrained import Pretrained
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A global array's full value on this host (every process gets all of it)."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def split_features(pre: Pretrained, source: Source, *, cache_dir: str | None, name: str,
@@ -22,8 +31,8 @@ def split_features(pre: Pretrained, source: Source, *, cache_dir: str | None, na
              if cache_dir is not None else None)
     bank = features.compute(pre, source, image_size=image_size, global_batch=global_batch,
                             mesh=mesh, cache=cache, crop_fraction=crop_fraction)
-    flat = jobs.to_host(bank.features).reshape(-1, bank.features.shape[-1])
-    labels = jobs.to_host(bank.labels).reshape(-1)
+    flat = to_host(bank.features).reshape(-1, bank.features.shape[-1])
+    labels = to_host(bank.labels).reshape(-1)
     index = bank.index.reshape(-1)
     valid = index >= 0
     x = np.empty((bank.num_examples, flat.shape[1]), np.float32)
