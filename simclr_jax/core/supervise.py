@@ -37,9 +37,10 @@ LOG_ENV = "SIMCLR_JAX_NATIVE_LOG"
 _PARENT_ENV = "SIMCLR_JAX_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
 _TAIL_BYTES = 1 << 16
-# How a collective reports a peer that vanished (gloo on CPU/GPU; gRPC and barriers elsewhere).
-_PEER_GONE = re.compile(r"Gloo|closed by peer|Connection reset|Socket closed|UNAVAILABLE|"
-                        r"DEADLINE_EXCEEDED|heartbeat", re.I)
+# How JAX reports a peer that vanished: a gloo collective (CPU/GPU) at once, a barrier of the
+# coordination service (Orbax's saves, multihost_utils) once its heartbeats are missed.
+_PEER_GONE = re.compile(r"Gloo|closed by peer|heartbeat timeout|Barrier failed|"
+                        r"CoordinationService")
 
 
 def is_child() -> bool:
@@ -63,12 +64,18 @@ def die_with_parent() -> None:
         os._exit(RERUN_EXIT_CODE)
 
 
+def peer_lost(error: BaseException) -> bool:
+    """True if `error` is how JAX reports a vanished process of this job (not a fault of the
+    storage or the job itself)."""
+    return bool(_PEER_GONE.search(str(error)))
+
+
 def await_verdict(error: BaseException, heartbeat_timeout_s: int) -> None:
     """In the child, after `error` ended the job: if it looks like a peer vanished mid-collective
     (gloo notices at once, before the coordination service does), write the traceback to the
     native log and wait for JAX to abort this process (which the parent then explains). Returns
     after heartbeat_timeout_s + 30 s if no abort came: the error is then the job's own."""
-    if not is_child() or not _PEER_GONE.search(str(error)):
+    if not is_child() or not peer_lost(error):
         return
     traceback.print_exception(error, file=sys.__stderr__)
     sys.__stderr__.flush()
