@@ -187,6 +187,8 @@ def initialize_distributed_from_flags() -> None:
 def _supervise_multi_process() -> None:
     """Multi-process: the parent runs the job as its child and explains a native death (core/
     supervise.py), never returning; the child diverts its native stderr to the log file."""
+    parallel.check_process_flags(FLAGS.coordinator_address, FLAGS.num_processes,
+                                 FLAGS.process_id)  # before a child is started for nothing
     if not parallel.multi_process(FLAGS.coordinator_address, FLAGS.num_processes):
         return
     if supervise.is_child():

@@ -132,6 +132,18 @@ def multi_process(coordinator_address: str | None, num_processes: int | None) ->
     return bool(coordinator_address or num_processes or in_cluster())
 
 
+def check_process_flags(coordinator_address: str | None, num_processes: int | None,
+                        process_id: int | None) -> None:
+    """UserError for multi-process flags that cannot describe a job."""
+    if num_processes is not None and process_id is not None and not (
+            0 <= process_id < num_processes):
+        raise UserError(f"--process_id={process_id} is out of range for "
+                        f"--num_processes={num_processes}: use 0..{num_processes - 1}")
+    if process_id is not None and not multi_process(coordinator_address, num_processes):
+        raise UserError(f"--process_id={process_id} needs --num_processes and "
+                        f"--coordinator_address (host:port of process 0)")
+
+
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
                            process_id: int | None, timeout_s: int = 300,
                            heartbeat_timeout_s: int = 100) -> None:
@@ -143,14 +155,8 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
     A process that stops sending heartbeats for `heartbeat_timeout_s` counts as lost: JAX then
     ends all the others (core/supervise.py turns that into one error line).
     """
-    if num_processes is not None and process_id is not None and not (
-            0 <= process_id < num_processes):
-        raise UserError(f"--process_id={process_id} is out of range for "
-                        f"--num_processes={num_processes}: use 0..{num_processes - 1}")
+    check_process_flags(coordinator_address, num_processes, process_id)
     if not multi_process(coordinator_address, num_processes):
-        if process_id is not None:
-            raise UserError(f"--process_id={process_id} needs --num_processes and "
-                            f"--coordinator_address (host:port of process 0)")
         return
     # When the processes cannot meet, JAX aborts the whole process from C++ (no Python
     # exception to catch), so a watchdog thread reports it first, naming what to check.
