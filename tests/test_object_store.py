@@ -34,7 +34,8 @@ FLAGS = ["--config.image_size=8", "--config.width_multiplier=0.125", "--config.p
          "--config.batch_size=16", "--config.log_every_steps=1",
          f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=3",
          "--config.conv_impl=xla"]
-EVAL_FLAGS = ["--config.batch_size=32", "--config.eval_batch_size=64",
+EVAL_FLAGS = ["--config.dataset=sklearn_digits", "--config.train_split=train",
+              "--config.eval_split=test", "--config.batch_size=32", "--config.eval_batch_size=64",
               "--config.num_train_steps=6", "--config.log_every_steps=3"]
 
 
