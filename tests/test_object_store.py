@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from simclr_jax.data import builders
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "tests" / "support" / "gcs_server.py"
 BUCKET = "bkt"
@@ -158,7 +160,7 @@ def test_workdir_and_images_on_a_bucket_pretrain_resume_evaluate_and_plot(
         tmp_path, tfds_dir, write_images, gcs):
     """Pretraining on an image folder in the bucket, into a gs:// workdir: SIGTERM mid-run,
     rerun resumes from the bucket's checkpoint and logs the losses of the same run on local
-    disk; then linear_eval (its digits prepared in a gs:// data_dir) and plot read the run."""
+    disk; then linear_eval (its digits in a gs:// data_dir) and plot read the run."""
     env, bucket = gcs
     images = tmp_path / "images"
     write_images(images / "a", 16, seed=1)
@@ -201,6 +203,12 @@ def test_workdir_and_images_on_a_bucket_pretrain_resume_evaluate_and_plot(
     for step in expected:  # same programs, same data: a resume may move only the last bits
         assert abs(got[step] - expected[step]) <= 1e-5, (step, got[step], expected[step])
 
+    # The eval job reads its dataset from a gs:// data_dir, prepared elsewhere and copied
+    # there (TFDS's prepare into the emulator fails at its final directory rename: a 404).
+    builders.get_builder("sklearn_digits", tfds_dir)
+    prepared = Path(tfds_dir) / "sklearn_digits"
+    for path in sorted(p for p in prepared.rglob("*") if p.is_file()):
+        bucket.put(f"tfds/{path.relative_to(tfds_dir)}", path.read_bytes())
     linear = start("linear_eval", f"--config.pretrained={run}", f"--workdir=gs://{BUCKET}/lin",
                    f"--config.data_dir=gs://{BUCKET}/tfds", *EVAL_FLAGS, env=env)
     output = finish(linear)
