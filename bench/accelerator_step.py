@@ -80,7 +80,7 @@ def measure(devices) -> dict:
 
     from simclr_jax.augment import views
     from simclr_jax.config import base_config
-    from simclr_jax.core import optim, parallel, train
+    from simclr_jax.core import backend, optim, parallel, train
     from simclr_jax.models import build_model
 
     mesh = parallel.make_mesh(devices)
@@ -88,7 +88,7 @@ def measure(devices) -> dict:
     c.update(dict(resnet_depth=FLAGS.depth, width_multiplier=FLAGS.width,
                   image_size=FLAGS.image_size, batch_size=FLAGS.per_device_batch * len(devices),
                   dtype=FLAGS.dtype, conv_impl=FLAGS.conv_impl))
-    model = build_model(c, num_classes=1000)
+    model = build_model(c, num_classes=1000, conv=backend.conv_module(c.conv_impl))
     schedule = optim.learning_rate_schedule(c, 100, 10_000)
     tx = optim.build_optimizer(c, schedule)
     state = train.init_state_on_mesh(model, tx, c, mesh)

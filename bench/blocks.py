@@ -67,12 +67,11 @@ def ours_blocks() -> dict[str, tuple[float, float]]:
     import jax
     import jax.numpy as jnp
 
-    from simclr_jax.models.conv import conv_class
+    from simclr_jax.core.backend import conv_module
     from simclr_jax.models.resnet import BN_EPSILON, BN_MOMENTUM, BasicBlock, ConvMaker, conv_init
 
-    cls = conv_class(FLAGS.conv_impl)
-    conv = ConvMaker(partial(cls, kernel_init=conv_init, **(
-        {"use_bias": False} if cls is nn.Conv else {})))
+    cls = conv_module(FLAGS.conv_impl)
+    conv = ConvMaker(partial(cls, use_bias=False, kernel_init=conv_init))
     norm = partial(nn.BatchNorm, use_running_average=False, momentum=BN_MOMENTUM,
                    epsilon=BN_EPSILON)
     out = {}

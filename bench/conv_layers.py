@@ -5,10 +5,10 @@ implementation, forward and backward apart (ms, best of --repeats).
     python bench/conv_layers.py --width=1 --batch=256        # the full-width step's layers
 
 For each stage's shape (32x32x64w, 16x16x128w, 8x8x256w, 4x4x512w at width w): XLA's forward,
-its input gradient and its kernel gradient alone, oneDNN's forward alone (models/onednn.py, the
+its input gradient and its kernel gradient alone, oneDNN's forward alone (cpu/onednn.py, the
 CPU default), then forward + backward of XLA, oneDNN, Winograd F(4x4, 3x3) in batch chunks
-(models/winograd.py, models/chunks.py), the hybrid used at <= 16 channels (XLA's forward and
-input gradient, Winograd's kernel gradient) and im2col (models/conv.py), as `jax.grad` of a sum
+(cpu/winograd.py, cpu/chunks.py), the hybrid used at <= 16 channels (XLA's forward and
+input gradient, Winograd's kernel gradient) and im2col (cpu/conv.py), as `jax.grad` of a sum
 of squares.
 """
 
@@ -44,9 +44,9 @@ def main(argv) -> None:
     import jax
     import jax.numpy as jnp
 
-    from simclr_jax.models import onednn
-    from simclr_jax.models.conv import im2col_conv
-    from simclr_jax.models.winograd import winograd_conv3x3, xla_winograd_conv3x3
+    from simclr_jax.cpu import onednn
+    from simclr_jax.cpu.conv import im2col_conv
+    from simclr_jax.cpu.winograd import winograd_conv3x3, xla_winograd_conv3x3
 
     def xla(x, k):
         return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),

@@ -192,13 +192,13 @@ def time_device(source, config, placements: dict, batch: int, num_classes: int):
     import jax
 
     from simclr_jax.augment import views
-    from simclr_jax.core import optim, parallel, train
+    from simclr_jax.core import backend, optim, parallel, train
     from simclr_jax.models import build_model
 
     mesh = parallel.make_mesh()
     c = config.copy_and_resolve_references()
     c.batch_size = batch
-    model = build_model(c, num_classes=num_classes)
+    model = build_model(c, num_classes=num_classes, conv=backend.conv_module(c.conv_impl))
     schedule = optim.learning_rate_schedule(c, 100, 10_000)
     tx = optim.build_optimizer(c, schedule)
     state = train.init_state_on_mesh(model, tx, c, mesh)

@@ -82,7 +82,7 @@ def remat_table() -> None:
     import jax.numpy as jnp
 
     from simclr_jax.config import base_config
-    from simclr_jax.core import optim, parallel, train
+    from simclr_jax.core import backend, optim, parallel, train
     from simclr_jax.models import build_model
 
     mesh = parallel.make_mesh()
@@ -97,7 +97,7 @@ def remat_table() -> None:
         c = base_config()
         c.update(dict(resnet_depth=FLAGS.remat_depth, image_size=size, batch_size=batch,
                       remat=remat, dtype=FLAGS.remat_dtype))
-        model = build_model(c, num_classes=1000)
+        model = build_model(c, num_classes=1000, conv=backend.conv_module(c.conv_impl))
         schedule = optim.learning_rate_schedule(c, 100, 10_000)
         tx = optim.build_optimizer(c, schedule)
         state = jax.eval_shape(partial(train.create_train_state, model, tx,

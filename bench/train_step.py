@@ -76,11 +76,11 @@ class Ours:
     def __init__(self, c):
         import numpy as np
 
-        from simclr_jax.core import optim, parallel, train
+        from simclr_jax.core import backend, optim, parallel, train
         from simclr_jax.models import build_model
 
         self.config, self.mesh = c, parallel.make_mesh()
-        self.model = build_model(c, num_classes=10)
+        self.model = build_model(c, num_classes=10, conv=backend.conv_module(c.conv_impl))
         self.schedule = optim.learning_rate_schedule(c, 100, 10_000)
         self.tx = optim.build_optimizer(c, self.schedule)
         self.state = train.init_state_on_mesh(self.model, self.tx, c, self.mesh)
@@ -242,10 +242,10 @@ def main(argv) -> None:
     del argv
     import jax
 
-    from simclr_jax.core import cpu_collectives, host_memory
+    from simclr_jax.cpu import collectives, host_memory
 
     # As the jobs do (cli.run_command); JAX_CPU_ENABLE_ASYNC_DISPATCH=true measures without.
-    cpu_collectives.keep_collectives_in_order()
+    collectives.keep_collectives_in_order()
     reuse = host_memory.keep_freed_host_memory(host_memory.run_cpu_steps_inline())
     views = 2 * FLAGS.batch_size
     print(f"devices={jax.device_count()} ({jax.default_backend()}) R{FLAGS.depth} "

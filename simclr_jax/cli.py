@@ -1,19 +1,22 @@
 """What every job's command line shares: flag parsing with clear errors, quiet library logs,
 multi-process start-up, and the entry point of the evaluation jobs."""
 
+import importlib.machinery
 import logging as pylogging
 import os
 import re
 import socket
 import sys
+import traceback
+import types
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from simclr_jax import eval_config
-from simclr_jax.core import cpu_collectives, host_memory, log_files, native_log, parallel, supervise
+from simclr_jax import cpu, eval_config
+from simclr_jax.core import log_files, native_log, parallel, supervise
 from simclr_jax.errors import UserError, report_user_errors
 
 FLAGS = flags.FLAGS
@@ -96,10 +99,47 @@ def define_config_flag(default_path: str, help_text: str) -> None:
     ml_collections applies `--config.key=value` overrides when the flag is defined (reading
     sys.argv), so an unknown key fails here, before absl's parser runs.
     """
+    _check_config_file(sys.argv)
     try:
         config_flags.DEFINE_config_file("config", default_path, help_text, lock_config=True)
     except (AttributeError, KeyError) as e:
         _fail(_unknown_key_message(e, sys.argv))
+
+
+def _check_config_file(argv: Sequence[str]) -> None:
+    """A --config file that does not parse, lacks get_config() or raises in it: one error line
+    naming the file and line (ml_collections would print the traceback, or a misleading
+    unknown-key error). A missing file is left to _check_config_loaded."""
+    spec = _config_path(argv)
+    path, _, arg = spec.partition(":")
+    if spec == "?" or not os.path.isfile(path):
+        return
+    try:
+        loader = importlib.machinery.SourceFileLoader("_simclr_config_check", path)
+        module = types.ModuleType(loader.name)
+        module.__file__ = path
+        loader.exec_module(module)
+    except SyntaxError as e:
+        _fail(f"config file {path}, line {e.lineno}: {e.msg} (--config={spec}): fix the file "
+              f"or pass another one")
+    except Exception as e:  # noqa: BLE001 - anything the file's top level raises
+        _fail(f"config file {path}, {_where(e, path)}: {type(e).__name__}: {e} "
+              f"(--config={spec})")
+    if not callable(getattr(module, "get_config", None)):
+        _fail(f"config file {path} defines no get_config() (--config={spec}): a config file "
+              f"is a Python file whose get_config() returns an ml_collections.ConfigDict")
+    try:
+        module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # noqa: BLE001 - the file's own error, reported as one line
+        _fail(f"config file {spec} (--config), {_where(e, path)}: {type(e).__name__}: "
+              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}".rstrip(": "))
+
+
+def _where(error: BaseException, path: str) -> str:
+    """'line N' of the innermost frame of `error` in the file `path`."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(f.filename) == os.path.abspath(path)]
+    return f"line {frames[-1].lineno}" if frames else "at import"
 
 
 def _config_path(argv: Sequence[str]) -> str:
@@ -220,8 +260,8 @@ def define_eval_flags(job: str) -> None:
 def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
     """Runs a command whose flags are defined: parses them (a bad flag or config key is one
     `error:` line), quiets library logs, starts multi-process JAX when `distributed`, sets
-    up step memory reuse on CPU (core/host_memory.py) and, with several simulated CPU devices,
-    all-reduces in one order (core/cpu_collectives.py), then `body()`; a UserError anywhere
+    up the CPU backend's process (step memory reuse; with several simulated CPU devices,
+    all-reduces in one order: simclr_jax/cpu), then `body()`; a UserError anywhere
     is one `error:` line and exit code 2."""
 
     @report_user_errors
@@ -231,11 +271,10 @@ def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
         quiet_library_logs()
         if distributed:
             _supervise_multi_process()
-        cpu_collectives.keep_collectives_in_order()  # both before the backend starts
-        inline = host_memory.run_cpu_steps_inline()
+        prepared = cpu.prepare_process()  # before the backend starts
         if distributed:
             initialize_distributed_from_flags()
-        host_memory.keep_freed_host_memory(inline)
+        cpu.finish_process_setup(prepared)
         try:
             body()
         except UserError:

@@ -6,7 +6,6 @@ default); `get_config('visualize')` is the default of `python -m simclr_jax.visu
 """
 
 import ml_collections
-from absl import logging
 from ml_collections import config_dict
 
 from simclr_jax.augment.color import JITTER_IMPLS
@@ -14,10 +13,10 @@ from simclr_jax.augment.ops import DEFAULT as DEFAULT_OPS
 from simclr_jax.augment.ops import parse_ops
 from simclr_jax.core.losses import LOSS_REDUCTIONS, LOSSES
 from simclr_jax.core.optim import LR_SCALINGS, OPTIMIZERS
+from simclr_jax.core.resume import LEGACY
 from simclr_jax.data.folders import LABEL_MODES as FOLDER_LABELS
 from simclr_jax.data.sources import DATA_MODES
 from simclr_jax.errors import UserError, require
-from simclr_jax.models.conv import CONV_IMPLS
 from simclr_jax.models.heads import HEAD_MODES
 from simclr_jax.models.resnet import PADDINGS, REMAT_MODES, SHORTCUTS, STAGE_SIZES
 from simclr_jax.models.simclr import DTYPES
@@ -28,37 +27,15 @@ PLACES = ("device", "host")
 # trained with. A saved config that lacks one of them is read with this value (evaluation,
 # downstream loading and resuming), so an old checkpoint keeps its network and its objective;
 # new runs get base_config()'s value, the official behaviour.
-LEGACY = {
-    "conv_padding": "same",  # Flax 'SAME' for strided convs
-    "shortcut": "when_needed",  # identity shortcut where the shapes match
-    "sk_ratio": 0.0,
-    "se_ratio": 0.0,
-    "loss_reduction": "mean",  # NT-Xent averaged over the 2N anchors
-    "color_jitter_impl": "simclrv2",
-}
-
+# config.conv_impl: who computes the ResNet's convolutions (core/backend.py resolves it).
+CONV_IMPLS = ("auto", "xla", "im2col", "winograd", "onednn")
 
 def with_legacy_defaults(saved: dict | ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A config read back from a checkpoint, each LEGACY key it lacks set to its legacy value."""
+    """A config read back from a checkpoint, each LEGACY key it lacks set to its legacy value
+    and any other key it lacks (one added since) to its default, so the libraries find every
+    key they read."""
     saved = saved.to_dict() if isinstance(saved, ml_collections.ConfigDict) else dict(saved)
-    return ml_collections.ConfigDict({**LEGACY, **saved})
-
-
-def resume_config(config: ml_collections.ConfigDict, saved: dict | None
-                  ) -> ml_collections.ConfigDict:
-    """The config a run resumes with: `config`, but each LEGACY key (the network and the
-    objective) as the checkpoint was trained: its saved value, or the legacy one if its saved
-    config predates the key. A run continues as it started."""
-    if saved is None:
-        return config
-    resumed = ml_collections.ConfigDict(config.to_dict())
-    for key, legacy in LEGACY.items():
-        value = saved.get(key, legacy)
-        if resumed.get(key) != value:
-            logging.warning("Resuming with config.%s=%r as the checkpoint was trained (the "
-                            "config says %r)", key, value, resumed.get(key))
-            resumed[key] = value
-    return resumed
+    return ml_collections.ConfigDict({**base_config().to_dict(), **LEGACY, **saved})
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -112,7 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.proj_out_dim = 128
     c.online_probe = True  # linear probe on stop_gradient(h) when the dataset has labels
     c.dtype = "float32"
-    # auto: oneDNN on CPU (models/onednn.py; Winograd / im2col where it cannot build), XLA's
+    # auto: oneDNN on CPU (cpu/onednn.py; Winograd / im2col where it cannot build), XLA's
     # convolutions on TPU/GPU. All of them share one parameter layout: switch freely.
     c.conv_impl = "auto"
     c.remat = "none"  # 'blocks': recompute each ResNet block in the backward pass (less memory)

@@ -19,10 +19,15 @@ cli.define_distributed_flags()
 FLAGS = flags.FLAGS
 
 
+def pretrain(run_config, workdir: str) -> None:
+    """Validates the config once, then trains (the kNN monitor is an evaluation: passed in)."""
+    config.validate(run_config)
+    train.train_and_evaluate(run_config, workdir, monitor=knn.Monitor)
+
+
 def main() -> None:
     """Console-script entry point."""
-    cli.run_command(lambda: train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                                                     monitor=knn.Monitor), distributed=True)
+    cli.run_command(lambda: pretrain(FLAGS.config, FLAGS.workdir), distributed=True)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(Path(__file__).with_name("support")), *filter(None, [os.environ.get("PYTHONPATH")])])
 
-from simclr_jax.core.cpu_collectives import keep_collectives_in_order  # noqa: E402
+from simclr_jax.cpu.collectives import keep_collectives_in_order  # noqa: E402
 
-# The 8 devices' all-reduces in one order, as in the jobs (core/cpu_collectives.py).
+# The 8 devices' all-reduces in one order, as in the jobs (cpu/collectives.py).
 keep_collectives_in_order()
 
 import ml_collections  # noqa: E402

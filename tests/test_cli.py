@@ -29,10 +29,21 @@ def test_console_script_target_is_callable(name):
      "(--config=configs/does_not_exist.py)"),
     # A config file's get_config() refusing its argument: its last line, not a traceback.
     ("finetune", "configs/finetune_imagenet.py:5pct",
-     "config file configs/finetune_imagenet.py:5pct (--config): ValueError: "),
+     "config file configs/finetune_imagenet.py:5pct (--config), line 32: ValueError: "),
+    # A file that is not Python: on main the SyntaxError's traceback, exit 1.
+    ("pretrain", "{bad}/notes.md", "config file {bad}/notes.md, line 2: unterminated string"),
+    ("knn", "{bad}/no_get_config.py", "config file {bad}/no_get_config.py defines no get_config()"),
+    # get_config raising something else than ValueError: on main a traceback, exit 1.
+    ("linear_eval", "{bad}/raises.py", "config file {bad}/raises.py (--config), line 3: "
+                                       "KeyError: 'dataset'"),
 ])
 def test_a_bad_config_file_is_one_error_line(tmp_path, run_job, error_lines, module, config,
                                              message):
+    (tmp_path / "notes.md").write_text("# Notes\nThe run's loss fell.\n")
+    (tmp_path / "no_get_config.py").write_text("import ml_collections\n\nCONFIG = {}\n")
+    (tmp_path / "raises.py").write_text("def get_config():\n    c = {}\n    return c['dataset']\n")
+    config = config.format(bad=tmp_path)
+    message = message.replace("{bad}", str(tmp_path))
     pretrained = [] if module == "pretrain" else ["--config.pretrained=runs/x"]
     result = run_job(module, f"--config={config}", *pretrained, f"--workdir={tmp_path}")
     output = result.stdout + result.stderr

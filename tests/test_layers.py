@@ -6,8 +6,13 @@ also those inside functions, so a deferred import cannot hide a circle).
     evals/     -> core, data, augment, models + base
     core/      -> data, augment, models + base
     data/      -> augment + base
-    augment/   -> base          models/ -> base
+    augment/   -> base          models/ -> base          cpu/ -> base
     base: errors, config, eval_config (the config modules name the choices the layers own)
+
+Configuration stops at the commands: core/ never imports the config module, and no library
+package reads a key with a fallback (`config.get(key, default)`), so each key has one default
+(config.py / eval_config.py). The CPU backend (cpu/) is imported by the process set-up (cli)
+and core/backend.py alone, and its kernels never live under models/.
 """
 
 import ast
@@ -26,6 +31,7 @@ COMMANDS = {"pretrain", "linear_eval", "finetune", "knn", "sweep", "visualize", 
 BASE = {"errors", "config", "eval_config"}
 ALLOWED = {  # layer -> the layers it may import (besides itself and BASE)
     "models": set(),
+    "cpu": set(),
     "augment": set(),
     "data": {"augment"},
     "core": {"data", "augment", "models"},
@@ -88,19 +94,76 @@ def test_no_import_circles():
         visit(module)
 
 
+LIBRARIES = ("core", "data", "augment", "models", "evals", "cpu")
+# Who may import the CPU backend: the process set-up and the one place that picks a conv.
+CPU_IMPORTERS = {"simclr_jax.cli", "simclr_jax.core.backend"}
+# What only CPU kernels need: foreign functions, XLA custom calls and their partitioning.
+KERNEL_IMPORTS = ("ctypes", "jax.ffi", "jax.experimental.custom_partitioning")
+
+
+def config_fallbacks(path: Path) -> list[str]:
+    """'line N: X.get(...)' for every `.get` on a config (a name ending in 'config', or `c`)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get" and isinstance(node.func.value, ast.Name)
+                and (node.func.value.id.endswith("config") or node.func.value.id in ("c", "cfg"))):
+            out.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+@pytest.mark.parametrize("package", LIBRARIES)
+def test_no_config_fallbacks_in_library_packages(package):
+    found = {str(p.relative_to(ROOT)): f for p in (PACKAGE / package).rglob("*.py")
+             if (f := config_fallbacks(p))}
+    assert not found, (f"{package}/ reads config keys with a fallback default (the default "
+                       f"belongs in config.py / eval_config.py, filled at the command): {found}")
+
+
+def test_core_does_not_import_the_config_module():
+    found = {m: sorted(d for d in deps if d in ("simclr_jax.config", "simclr_jax.eval_config"))
+             for m, deps in GRAPH.items() if layer(m) == "core"}
+    assert not {m: d for m, d in found.items() if d}, found
+
+
+def test_only_the_set_up_and_the_conv_choice_import_the_cpu_backend():
+    importers = {m for m, deps in GRAPH.items()
+                 if layer(m) != "cpu" and any(layer(d) == "cpu" for d in deps)}
+    assert importers <= CPU_IMPORTERS, importers - CPU_IMPORTERS
+
+
+def test_no_cpu_kernel_under_models():
+    files = [p for p in (PACKAGE / "models").rglob("*") if p.is_file()]
+    not_python = [p.name for p in files if p.suffix not in (".py", ".pyc")]
+    kernels = {}
+    for p in (f for f in files if f.suffix == ".py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if name.startswith(KERNEL_IMPORTS):
+                    kernels.setdefault(p.name, []).append(name)
+    assert not not_python and not kernels, (
+        f"CPU kernels belong in simclr_jax/cpu/: {not_python} {kernels}")
+
+
 @pytest.mark.parametrize("module", sorted(GRAPH))
 def test_layers_import_only_lower_layers(module):
     deps = GRAPH[module]
     assert not any(d.split(".")[0] == "configs" for d in deps), (
         f"{module} imports configs/: library code must not depend on the config files")
     own = layer(module)
+    if own == "core":
+        assert not {"simclr_jax.config", "simclr_jax.eval_config"} & deps, (
+            f"{module} imports a config module: configuration stops at the commands")
     if own not in ALLOWED:  # commands, cli and the base modules
         if module.split(".")[-1] in BASE:
             assert not [d for d in deps if d.split(".")[-1] in COMMANDS | {"cli"}], module
         return
     for dep in deps:
         dep_layer = layer(dep)
-        if dep_layer == own or dep == "simclr_jax":
+        if dep_layer == own or dep == "simclr_jax" or (dep_layer == "cpu"
+                                                        and module in CPU_IMPORTERS):
             continue
         name = dep.split(".")[1] if "." in dep else dep
         assert dep_layer in ALLOWED[own] or (dep_layer == "package" and name in BASE), (

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 
+from simclr_jax.config import validate
 from simclr_jax.core import checkpointing, train
 from simclr_jax.errors import UserError
 
@@ -157,7 +158,9 @@ def test_bad_input_is_one_user_error_before_any_work(tmp_path, tiny_config, over
     """The job's errors are UserErrors (the command line prints each as one `error:` line with
     exit code 2, the test below); nothing is written before the check."""
     with pytest.raises(UserError) as error:
-        train.train_and_evaluate(tiny_config(num_train_steps=1, **overrides), str(tmp_path))
+        config = tiny_config(num_train_steps=1, **overrides)
+        validate(config)  # what the command runs first
+        train.train_and_evaluate(config, str(tmp_path))
     assert message in str(error.value)
     assert not (tmp_path / "checkpoints").exists()
 

@@ -85,7 +85,7 @@ def _maybe(key: jax.Array, prob: float, op, x: jnp.ndarray) -> jnp.ndarray:
 def _jitter(key, x, c):
     return _maybe(key, c.color_jitter_prob,
                   lambda k, y: color_jitter(k, y, c.color_jitter_strength,
-                                             c.get("color_jitter_impl", "simclrv2")), x)
+                                             c.color_jitter_impl), x)
 
 
 def _grey(key, x, c):
@@ -129,8 +129,7 @@ def parse_ops(spec: str) -> list[str]:
 
 def uses_default(config: ml_collections.ConfigDict) -> bool:
     """True when both views use the standard pipeline (host crop + flip, device colour)."""
-    return (config.get("view1_ops", DEFAULT) == DEFAULT
-            and config.get("view2_ops", DEFAULT) == DEFAULT)
+    return config.view1_ops == DEFAULT and config.view2_ops == DEFAULT
 
 
 def apply_ops(key: jax.Array, x: jnp.ndarray, names: list[str],

@@ -42,16 +42,16 @@ def augment_views(config: ml_collections.ConfigDict, step: jax.Array,
     """Device augmentation of both views, interleaved as (2B, H, W, 3): row 2i and 2i+1 are
     image i's views, so the reshape is local to each device's shard (no resharding)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-    if config.get("crop_on", "host") == "device":  # the host sent one canvas per image
+    if config.crop_on == "device":  # the host sent one canvas per image
         batch = {**batch, **crop.crop_views(jax.random.fold_in(key, 3), batch,
                                             config.image_size, config.crop_area_min)}
-    if config.get("augment_on", "device") == "host":  # tf.data already did everything
+    if config.augment_on == "host":  # tf.data already did everything
         views = [batch[f"view{v}"].astype(jnp.float32) / 255.0 for v in (1, 2)]
     elif ops.uses_default(config):
         views = [augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
                                config.color_jitter_strength, config.color_jitter_prob,
                                config.grayscale_prob, config.blur_prob,
-                               config.get("color_jitter_impl", "simclrv2"))
+                               config.color_jitter_impl)
                  for v in (1, 2)]
     else:  # per-view op lists (augmentation ablations); the host did not crop
         views = [ops.augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],

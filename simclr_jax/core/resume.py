@@ -40,6 +40,33 @@ MAY_CHANGE = frozenset({
     "keep_checkpoints", "stall_timeout_s", "knn_every_steps", "knn_k", "knn_temperature",
     "eval_split", "data_dir", "conv_impl"})
 QUARANTINE = "corrupt_checkpoints"
+# The value of each key that changes the network or the objective for a checkpoint whose saved
+# config predates the key (what it was trained as); the current defaults are in config.py.
+LEGACY = {
+    "conv_padding": "same",  # Flax 'SAME' for strided convs
+    "shortcut": "when_needed",  # identity shortcut where the shapes match
+    "sk_ratio": 0.0,
+    "se_ratio": 0.0,
+    "loss_reduction": "mean",  # NT-Xent averaged over the 2N anchors
+    "color_jitter_impl": "simclrv2",
+}
+
+
+def resume_config(config: ml_collections.ConfigDict, saved: dict | None
+                  ) -> ml_collections.ConfigDict:
+    """The config a run resumes with: `config`, but each LEGACY key (the network and the
+    objective) as the checkpoint was trained: its saved value, or the legacy one if its saved
+    config predates the key. A run continues as it started."""
+    if saved is None:
+        return config
+    resumed = ml_collections.ConfigDict(config.to_dict())
+    for key, legacy in LEGACY.items():
+        value = saved.get(key, legacy)
+        if resumed.get(key) != value:
+            logging.warning("Resuming with config.%s=%r as the checkpoint was trained (the "
+                            "config says %r)", key, value, resumed.get(key))
+            resumed[key] = value
+    return resumed
 
 
 def _as_saved(config: ml_collections.ConfigDict) -> dict:

@@ -18,8 +18,8 @@ from clu import periodic_actions
 from etils import epath
 
 from simclr_jax.augment import views
-from simclr_jax.config import resume_config, validate
 from simclr_jax.core import (
+    backend,
     checkpointing,
     chunked_loss,
     log_files,
@@ -76,17 +76,15 @@ def loss_and_grads(params, batch_stats, x: jnp.ndarray, labels: jnp.ndarray, *, 
             {"params": params, "batch_stats": batch_stats}, x, train=True,
             mutable=["batch_stats"])
         z = z.reshape((-1, 2, z.shape[-1]))
-        if config.get("loss_chunk_size", 0):  # the same NT-Xent, memory-bounded
+        if config.loss_chunk_size:  # the same NT-Xent, memory-bounded
             loss, metrics = chunked_loss.nt_xent_chunked(
                 z[:, 0], z[:, 1], config.temperature, config.loss_chunk_size, mesh=mesh,
-                normalize=config.get("normalize_embeddings", True),
-                reduction=config.get("loss_reduction", "sum"))
+                normalize=config.normalize_embeddings, reduction=config.loss_reduction)
         else:
             loss, metrics = losses.contrastive_loss(
                 z[:, 0], z[:, 1], config.temperature, mesh=mesh,
-                normalize=config.get("normalize_embeddings", True),
-                loss=config.get("loss", "nt_xent"), margin=config.get("loss_margin", 0.5),
-                reduction=config.get("loss_reduction", "sum"))
+                normalize=config.normalize_embeddings, loss=config.loss,
+                margin=config.loss_margin, reduction=config.loss_reduction)
         total = loss
         if logits is not None:
             probe_loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -166,8 +164,8 @@ class Training:
 
 
 def build_training(config: ml_collections.ConfigDict, mesh) -> Training:
-    """Validates `config` for `mesh` and opens this process's share of the train split."""
-    validate(config)
+    """Opens this process's share of the train split for a validated `config` (the command
+    validates it: config.validate) and builds what training needs on `mesh`."""
     parallel.check_global_batch(config.batch_size, mesh)
     builders.hide_accelerators_from_tf()
     # Process 0 first: the first use of an embedded dataset prepares it in data_dir, and
@@ -180,7 +178,8 @@ def build_training(config: ml_collections.ConfigDict, mesh) -> Training:
                         f"{len(split)} examples of {config.dataset}:{config.train_split}")
     steps_per_epoch, num_steps = optim.total_steps(config, len(split))
     num_classes = split.num_classes if config.online_probe else 0
-    model = build_model(config, num_classes=num_classes)
+    model = build_model(config, num_classes=num_classes,
+                        conv=backend.conv_module(config.conv_impl))
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, num_steps)
     tx = optim.build_optimizer(config, schedule)
     return Training(split=split, model=model, tx=tx, schedule=schedule,
@@ -226,7 +225,8 @@ def abstract_state(model, tx, config, mesh) -> TrainState:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        monitor: MonitorFactory | None = None) -> TrainState:
-    """Pretrains per `config`, resuming from the newest intact checkpoint in `workdir` if any.
+    """Pretrains per a validated `config` (config.validate), resuming from the newest intact
+    checkpoint in `workdir` if any.
 
     With config.knn_every_steps > 0, `monitor(config, split, mesh)(state)` adds its metrics
     to the log rows of every knn_every_steps-th step (the pretrain job passes evals.knn.Monitor).
@@ -235,7 +235,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     t_start = time.time()
     mesh = parallel.make_mesh()
-    validate(config)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     with workdir_lock.locked(str(checkpointing.absolute(workdir))):
         start = resume.newest_intact_step(workdir)
@@ -244,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             if saved is not None:
                 resume.check_config(saved, config, start, workdir)
             # A checkpoint written before a key existed was trained with its legacy behaviour.
-            config = resume_config(config, saved)
+            config = resume.resume_config(config, saved)
         parts = build_training(config, mesh)
         ckpt = checkpointing.Writer(
             checkpointing.checkpoint_manager(workdir, keep=config.keep_checkpoints))
@@ -287,7 +286,7 @@ def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int
         writer.write_hparams({k: v for k, v in config.items() if not isinstance(v, dict)})
     step_fn = make_train_step(model, tx, schedule, config, mesh)
     knn_monitor = None
-    if config.get("knn_every_steps", 0):
+    if config.knn_every_steps:
         if monitor is None:
             raise ValueError("config.knn_every_steps > 0 needs monitor= (evals.knn.Monitor)")
         knn_monitor = monitor(config, split, mesh)

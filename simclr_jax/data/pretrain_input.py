@@ -52,7 +52,7 @@ def stream_indices(seed: int, size: int, global_batch: int, start_step: int, pro
 def canvas_size(config: ml_collections.ConfigDict) -> int:
     """Side of the canvas the host decodes into for crop_on='device' (config 0 = auto: the
     image size up to 32 px, else image_size / 0.875, e.g. 256 for 224)."""
-    if config.get("crop_canvas_size", 0) > 0:
+    if config.crop_canvas_size > 0:
         return config.crop_canvas_size
     size = config.image_size
     if size <= tf_image.EVAL_NO_CROP_MAX_SIZE:
@@ -74,7 +74,7 @@ def host_views(config: ml_collections.ConfigDict):
     which seeds every draw (view v: fold(fold((seed, salt), position), v); crop 0, flip 1,
     colour 2 below that).
     """
-    augment_on, crop_on = config.get("augment_on", "device"), config.get("crop_on", "host")
+    augment_on, crop_on = config.augment_on, config.crop_on
     canvas = canvas_size(config)
     custom_ops = not ops.uses_default(config)
 
@@ -96,7 +96,7 @@ def host_views(config: ml_collections.ConfigDict):
                 view = host.color_augment(
                     view, tf_image.fold(seed, 2), config.color_jitter_strength,
                     config.color_jitter_prob, config.grayscale_prob, config.blur_prob,
-                    config.get("color_jitter_impl", "simclrv2"))
+                    config.color_jitter_impl)
             out[f"view{v}"] = view
         return out
 

@@ -117,7 +117,7 @@ def _tfds_source(config, split, process_index, process_count, for_eval) -> Sourc
     num_classes = builder.info.features[label_key].num_classes if label_key else 0
     shape = builder.info.features[image_key].shape
     fixed = None not in shape[:2]
-    mode = config.get("data_mode") or "auto"  # None: an eval config that inherited nothing
+    mode = config.data_mode or "auto"  # None: an eval config that inherited nothing
     if mode == "auto":
         fits = fixed and num_examples * shape[0] * shape[1] * 3 <= IN_MEMORY_MAX_BYTES
         mode = "memory" if fits else "stream"
@@ -165,8 +165,8 @@ def open_source(config: ml_collections.ConfigDict, split: str, *, process_index:
     if folders.is_folder(name):
         root = name[len(folders.PREFIX):]
         found = folders.open_split(
-            root, split, labels=config.get("folder_labels") or "auto",
-            skip_corrupt=bool(config.get("skip_corrupt_images")),
+            root, split, labels=config.folder_labels or "auto",
+            skip_corrupt=bool(config.skip_corrupt_images),
             cache_dir=config.data_dir, process_index=process_index,
             process_count=process_count)
         return Source(name=f"{name}:{split}", num_examples=len(found.files),

@@ -134,7 +134,7 @@ def build_classifier(pre: Pretrained, config: ml_collections.ConfigDict, num_cla
                        frozen_encoder=config.fine_tune_after_block >= 4,
                        zero_init=config.zero_init_classifier,
                        after_block=config.fine_tune_after_block,
-                       frozen_bn_inference=config.get("frozen_bn", "batch_stats") == "inference")
+                       frozen_bn_inference=config.frozen_bn == "inference")
     x = jnp.zeros((1, config.image_size, config.image_size, 3))
     init = parallel.run_once(lambda k: model.init(k, x, train=False),
                              jax.random.PRNGKey(config.seed),
@@ -144,7 +144,7 @@ def build_classifier(pre: Pretrained, config: ml_collections.ConfigDict, num_cla
         variables[c]["encoder"] = pre.variables[c]
         if selector:
             variables[c]["head"] = pre.head_variables[c]
-    if config.get("classifier_from_probe", False):
+    if config.classifier_from_probe:
         probe, fresh = pre.probe_variables, variables["params"]["classifier"]
         shapes = {k: tuple(v.shape) for k, v in probe.items()}
         if shapes != {k: tuple(v.shape) for k, v in fresh.items()}:

@@ -100,7 +100,7 @@ def resolve_config(config: ml_collections.ConfigDict,
     resolved = ml_collections.ConfigDict(config.to_dict())
     for key in eval_config.INHERITED:
         if resolved[key] is None:
-            resolved[key] = pretrain_config.get(key)
+            resolved[key] = pretrain_config[key]
     return resolved
 
 
@@ -126,7 +126,7 @@ def load_splits(config: ml_collections.ConfigDict, job: str, *, bank: bool = Fal
     a kNN bank (`bank`)."""
     where = {"process_index": jax.process_index(), "process_count": jax.process_count()}
     train = train_eval = None
-    if bank or config.get("num_train_steps", -1) != 0:
+    if bank or config.num_train_steps != 0:
         # Process 0 first: the first use of an embedded dataset prepares it in data_dir.
         train = parallel.process_0_first(
             lambda: subsets.train_source(config, config.train_split, **where))
@@ -152,8 +152,8 @@ def feature_cache(workdir: str | None, config: ml_collections.ConfigDict, pre: P
             "split": config.train_split if train else config.eval_split,
             "label_fraction": config.label_fraction if train else 1.0,
             "subset_seed": config.seed if train and config.label_fraction < 1 else None,
-            "image_size": config.image_size, "folder_labels": config.get("folder_labels"),
-            "skip_corrupt_images": config.get("skip_corrupt_images")}
+            "image_size": config.image_size, "folder_labels": config.folder_labels,
+            "skip_corrupt_images": config.skip_corrupt_images}
     return features.cache_spec(workdir, which, pre, data)
 
 
@@ -240,7 +240,7 @@ def _evaluate_checkpoints(job, config, workdir, evaluate, mesh, *, wait, wait_ti
         for step_dir in checkpoints(config.pretrained, wait, wait_timeout_s):
             pre = pretrained.load(step_dir, mesh=mesh, with_head=with_head,
                                   architecture=architecture,
-                                  with_probe=config.get("classifier_from_probe", False))
+                                  with_probe=config.classifier_from_probe)
             resolved = resolve_config(config, pre.config)
             results = {"job": job, "pretrained": step_dir, "checkpoint_step": pre.step,
                        **evaluate(pre, resolved, mesh, writer, workdir)}

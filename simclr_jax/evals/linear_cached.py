@@ -37,8 +37,8 @@ from simclr_jax.evals.features import Bank
 
 def candidates(config: ml_collections.ConfigDict) -> list[tuple[float, float]]:
     """(learning rate, weight decay) pairs to select from; one pair: no selection."""
-    lrs = tuple(config.get("hparam_learning_rates") or ()) or (config.learning_rate,)
-    wds = tuple(config.get("hparam_weight_decays") or ()) or (config.weight_decay,)
+    lrs = tuple(config.hparam_learning_rates or ()) or (config.learning_rate,)
+    wds = tuple(config.hparam_weight_decays or ()) or (config.weight_decay,)
     return [(float(lr), float(wd)) for lr, wd in itertools.product(lrs, wds)]
 
 
@@ -182,7 +182,7 @@ def train_and_eval(pre, config: ml_collections.ConfigDict, splits: jobs.Splits, 
                             global_batch=config.eval_batch_size, mesh=mesh,
                             cache=jobs.feature_cache(workdir, config, pre, "eval"))
     extra = {}
-    probe = pre.probe_variables if config.get("classifier_from_probe", False) else None
+    probe = pre.probe_variables if config.classifier_from_probe else None
     if len(candidates(config)) > 1:
         config, extra["hparam_selection"] = select(train, config, mesh, writer,
                                                    checkpoint_step=pre.step, workdir=workdir,

@@ -106,7 +106,7 @@ def train(state, step_fn: Callable, batches: Callable[[int], Iterator[dict]], nu
             mngr.close()
         return state
     ckpt = checkpointing.Writer(mngr) if mngr is not None else None  # manifests, one-line errors
-    every = config.get("checkpoint_every_steps", 0)
+    every = config.checkpoint_every_steps
     preempted = PreemptionWatcher() if mngr is not None else None
     history, t0 = [], time.time()
     try:

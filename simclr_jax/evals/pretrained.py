@@ -20,7 +20,7 @@ from absl import logging
 from etils import epath
 
 from simclr_jax.config import with_legacy_defaults
-from simclr_jax.core import checkpointing, parallel
+from simclr_jax.core import backend, checkpointing, parallel
 from simclr_jax.errors import UserError
 from simclr_jax.models import ProjectionHead, ResNet, build_model
 from simclr_jax.models.simclr import DTYPES, build_encoder
@@ -192,7 +192,7 @@ def random_init(config: ml_collections.ConfigDict, *, seed: int = 0,
 
 
 def _pretrained(config, variables, step, path, with_head) -> Pretrained:
-    encoder = build_encoder(config)
+    encoder = build_encoder(config, backend.conv_module(config.conv_impl))
     head = head_variables = None
     if with_head:
         head = ProjectionHead(mode=config.proj_head_mode, num_layers=config.num_proj_layers,

@@ -23,7 +23,6 @@ class ProjectionHead(nn.Module):
     num_layers: int = 2
     out_dim: int = 128
     dtype: Any = jnp.float32
-    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, h: jnp.ndarray, train: bool = True) -> list[jnp.ndarray]:
@@ -32,7 +31,7 @@ class ProjectionHead(nn.Module):
                          name=f"{name}_dense")(x)
             return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                                 epsilon=BN_EPSILON, use_bias=not last, dtype=self.dtype,
-                                axis_name=self.axis_name, name=f"{name}_bn")(x)
+                                name=f"{name}_bn")(x)
 
         outputs = [h]
         if self.mode == "none":

@@ -19,7 +19,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from simclr_jax.models.conv import conv_class, fixed_padding
+
+def fixed_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The official SimCLR `fixed_padding`: (k-1)//2 before, the rest after, on H and W.
+
+    With padding='VALID' after it, a strided 3x3 conv and the strided 1x1 shortcut sample the
+    same grid (pixels 0, s, 2s, ...), unlike 'SAME', which puts the extra pixel at the end.
+    """
+    total = kernel_size - 1
+    return ((total // 2, total - total // 2),) * 2
+
 
 # Stage depths per ResNet depth; 18/34 use basic blocks, the others bottlenecks.
 STAGE_SIZES = {
@@ -53,7 +62,7 @@ def scaled_width(width: int, multiplier: float) -> int:
 class ConvMaker:
     """Makes the encoder's bias-free convs with the configured padding rule."""
 
-    cls: Any  # nn.Conv or Im2ColConv, with kernel_init and dtype bound
+    cls: Any  # nn.Conv or a CPU conv (simclr_jax/cpu), use_bias, kernel_init and dtype bound
     padding: str = "fixed"
 
     def __call__(self, features: int, kernel: int, strides: int = 1, *, name: str):
@@ -185,16 +194,17 @@ class ResNet(nn.Module):
     """ResNet v1 returning h, the globally average-pooled features.
 
     `cifar_stem` swaps the 7x7/2 conv + max-pool for one 3x3/1 conv (images of 32 px or less).
-    `axis_name` is only needed under shard_map/pmap; under jit with a sharded batch XLA already
-    computes BN statistics over the global batch.
+    `conv` makes every convolution (nn.Conv's signature): XLA's by default, a CPU one from
+    simclr_jax/cpu where core/backend.py picks it; the parameters are the same either way.
+    BN statistics are per call: under jit with the batch sharded over devices, XLA computes
+    them over the global batch (cross-replica BN needs no axis name here).
     """
 
     depth: int = 50
     width_multiplier: float = 1.0
     cifar_stem: bool = False
     dtype: Any = jnp.float32
-    axis_name: str | None = None
-    conv_impl: str = "xla"  # see models/conv.py: 'im2col' is a CPU-only speed-up
+    conv: Any = nn.Conv
     padding: str = "fixed"  # PADDINGS
     shortcut: str = "every_group"  # SHORTCUTS
     sk_ratio: float = 0.0
@@ -233,15 +243,13 @@ class ResNet(nn.Module):
         official `fine_tune_after_block`: `stop_gradient_after=k` stops gradients after stage k;
         `inference_bn_through=k` runs the BNs of stages 0..k on their moving statistics (and
         leaves those untouched) even when `train`."""
-        cls = conv_class(self.conv_impl)
-        base = (partial(nn.Conv, use_bias=False, kernel_init=conv_init, dtype=self.dtype)
-                if cls is nn.Conv else partial(cls, kernel_init=conv_init, dtype=self.dtype))
-        conv = ConvMaker(base, self.padding)
+        conv = ConvMaker(partial(self.conv, use_bias=False, kernel_init=conv_init,
+                                 dtype=self.dtype), self.padding)
 
         def norm(stage: int):
             return partial(nn.BatchNorm, use_running_average=not train or
                            stage <= inference_bn_through, momentum=BN_MOMENTUM,
-                           epsilon=BN_EPSILON, dtype=self.dtype, axis_name=self.axis_name)
+                           epsilon=BN_EPSILON, dtype=self.dtype)
 
         x = self._stem(x.astype(self.dtype), conv, norm(0))
         if stop_gradient_after == 0:

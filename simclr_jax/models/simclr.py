@@ -38,24 +38,22 @@ class SimCLRModel(nn.Module):
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def build_encoder(config: ml_collections.ConfigDict) -> ResNet:
+def build_encoder(config: ml_collections.ConfigDict, conv: Any = nn.Conv) -> ResNet:
     """The ResNet described by `config` (resnet_depth, width_multiplier, image_size, dtype,
-    conv_padding, shortcut, sk_ratio, se_ratio; a key the config lacks takes the official
-    value: configs read back from old checkpoints get their legacy values in config.py)."""
+    conv_padding, shortcut, sk_ratio, se_ratio, remat) with `conv` as its convolution
+    (core/backend.py resolves config.conv_impl to one)."""
     return ResNet(depth=config.resnet_depth, width_multiplier=config.width_multiplier,
-                  cifar_stem=config.image_size <= 32, dtype=DTYPES[config.dtype],
-                  conv_impl=config.get("conv_impl", "xla"),
-                  padding=config.get("conv_padding", "fixed"),
-                  shortcut=config.get("shortcut", "every_group"),
-                  sk_ratio=config.get("sk_ratio", 0.0), se_ratio=config.get("se_ratio", 0.0),
-                  remat=config.get("remat", "none"))
+                  cifar_stem=config.image_size <= 32, dtype=DTYPES[config.dtype], conv=conv,
+                  padding=config.conv_padding, shortcut=config.shortcut,
+                  sk_ratio=config.sk_ratio, se_ratio=config.se_ratio, remat=config.remat)
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int = 0) -> SimCLRModel:
+def build_model(config: ml_collections.ConfigDict, num_classes: int = 0,
+                conv: Any = nn.Conv) -> SimCLRModel:
     """The full pretraining model for `config`; num_classes > 0 adds the online probe."""
     head = ProjectionHead(mode=config.proj_head_mode, num_layers=config.num_proj_layers,
                           out_dim=config.proj_out_dim, dtype=DTYPES[config.dtype])
-    return SimCLRModel(build_encoder(config), head, num_classes)
+    return SimCLRModel(build_encoder(config, conv), head, num_classes)
 
 
 def param_count(params: Any) -> int:

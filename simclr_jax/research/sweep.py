@@ -33,7 +33,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from simclr_jax.augment import tf_image
-from simclr_jax.core import parallel, train
+from simclr_jax.config import validate
+from simclr_jax.core import backend, parallel, train
 from simclr_jax.data import splits as data_splits
 from simclr_jax.errors import UserError
 from simclr_jax.evals import knn
@@ -130,12 +131,13 @@ def run_variant(variant: dict, exp: dict, vdir: Path, splits: tuple) -> dict:
     if job == "supervised":
         apply_fn, result = supervised.train_and_evaluate(config, str(vdir), splits)
     else:
-        model = build_model(config)
+        model = build_model(config, conv=backend.conv_module(config.conv_impl))
         if job == "random_init":  # reference: the untrained encoder, evaluated the same way
             x = jnp.zeros((2, config.image_size, config.image_size, 3))
             variables = parallel.run_once(lambda k: model.init(k, x, train=False),
                                           jax.random.PRNGKey(config.seed))
         else:
+            validate(config)
             state = train.train_and_evaluate(config, str(vdir), monitor=knn.Monitor)
             variables = {"params": {k: v for k, v in state.params.items() if k != "probe"},
                          "batch_stats": state.batch_stats}

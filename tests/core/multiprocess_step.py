@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # Mirrors test_multiprocess.FLAGS: the tiny 16 px config the whole-job tests run, but with the
-# CPU default's convolutions, whose sharding over processes is ours (models/onednn.py: custom
+# CPU default's convolutions, whose sharding over processes is ours (cpu/onednn.py: custom
 # calls, custom-partitioned). The whole-job tests keep XLA's: custom partitioning gives each
 # compiled program a key of its own, so their reruns could not reuse the compilation cache.
 CONFIG = dict(image_size=16, width_multiplier=0.125, proj_out_dim=16, batch_size=32,

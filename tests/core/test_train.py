@@ -9,6 +9,7 @@ import pytest
 
 from simclr_jax.augment import views
 from simclr_jax.core import optim, parallel, train
+from simclr_jax.cpu.conv import Im2ColConv
 from simclr_jax.models import build_model
 
 
@@ -142,8 +143,8 @@ def test_bfloat16_first_losses_equal_float32_within_rounding(tiny_config):
     for dtype in ("float32", "bfloat16"):
         # im2col: the tolerance is derived for direct convolutions; Winograd's transforms
         # round in bf16 too (measured 0.24 at step 3 under the default conv_impl=auto on CPU).
-        config = tiny_config(batch_size=16, dtype=dtype, conv_impl="im2col")
-        model = build_model(config, num_classes=10)
+        config = tiny_config(batch_size=16, dtype=dtype)
+        model = build_model(config, num_classes=10, conv=Im2ColConv)
         fns[dtype] = jax.jit(partial(train.loss_and_grads, model=model, config=config,
                                      mesh=None))
     variables = parallel.run_once(lambda k: model.init(k, jnp.zeros((2, 8, 8, 3)), train=False),

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from simclr_jax.cpu.conv import Im2ColConv
 from simclr_jax.models import ProjectionHead, ResNet
-from simclr_jax.models.conv import Im2ColConv, conv_class, fixed_padding
-from simclr_jax.models.resnet import ConvMaker
+from simclr_jax.models.resnet import ConvMaker, fixed_padding
 from simclr_jax.models.simclr import param_count
 
 
@@ -111,73 +111,6 @@ def test_projection_head_modes():
     assert "bias" in v["nl_0_bn"] and "bias" not in v["nl_2_bn"]  # last BN without centre
 
 
-@pytest.mark.parametrize("padding", ["SAME", "fixed"])
-@pytest.mark.parametrize("kernel,strides,size", [(3, 1, 8), (3, 2, 8), (3, 2, 7), (1, 2, 8),
-                                                 (7, 2, 16)])
-def test_im2col_conv_equals_xla_conv(kernel, strides, size, padding):
-    """Same params, same output and gradients as nn.Conv(padding=..., use_bias=False)."""
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, size, size, 5))
-    pad = fixed_padding(kernel) if padding == "fixed" else "SAME"
-    ref = nn.Conv(6, (kernel, kernel), (strides, strides), padding=pad, use_bias=False)
-    ours = Im2ColConv(6, (kernel, kernel), (strides, strides), padding=pad)
-    params = ref.init(jax.random.PRNGKey(0), x)
-    np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), atol=1e-5)
-    g_ref = jax.grad(lambda p: (ref.apply(p, x) ** 2).sum())(params)
-    g_ours = jax.grad(lambda p: (ours.apply(p, x) ** 2).sum())(params)
-    np.testing.assert_allclose(g_ours["params"]["kernel"], g_ref["params"]["kernel"],
-                               rtol=1e-4, atol=1e-4)
-    assert jax.tree_util.tree_structure(ours.init(jax.random.PRNGKey(0), x)) == \
-        jax.tree_util.tree_structure(params)
-
-
-@pytest.mark.parametrize("kernel,strides", [(3, 2), (7, 2), (3, 1)])
-@pytest.mark.parametrize("min_bytes,n_chunks", [(1, 6), (1 << 30, 1)])
-def test_chunked_im2col_conv_equals_xla_conv(monkeypatch, kernel, strides, min_bytes, n_chunks):
-    """The batch in chunks (forced to 1 image each; real runs: >= 512 KiB) and in one: same
-    output, input and kernel gradients as XLA's convolution, jitted."""
-    from simclr_jax.models import conv
-
-    monkeypatch.setattr(conv, "_MIN_CHUNK_BYTES", min_bytes)
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, 9, 9, 5))
-    k = jax.random.normal(jax.random.PRNGKey(2), (kernel, kernel, 5, 4))
-    pad = fixed_padding(kernel)
-    assert conv._num_chunks(x.shape, k) == n_chunks
-
-    def xla_conv(x, k):
-        return jax.lax.conv_general_dilated(x, k, (strides,) * 2, pad,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                            precision=jax.lax.Precision.HIGHEST)
-
-    def value_and_grads(f):
-        y, vjp = jax.vjp(f, x, k)
-        return y, *vjp(jnp.cos(y))
-
-    ours = jax.jit(lambda: value_and_grads(
-        lambda a, b: conv.chunked_im2col_conv(a, b, (strides,) * 2, pad)))()
-    for a, b in zip(ours, value_and_grads(xla_conv), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(b).max()))
-
-
-R18, R18_SAME = dict(depth=18, cifar_stem=True), dict(depth=18, cifar_stem=True, padding="same",
-                                                    shortcut="when_needed")
-R50_SK_SE = dict(depth=50, sk_ratio=0.0625, se_ratio=0.25)
-
-
-# R50-SK-SE with im2col is left out (70 s of compile): its strided and 1x1 convs are im2col's
-# under winograd too, and im2col's stride-1 3x3 convs are covered by the R18s.
-@pytest.mark.parametrize("arch,impl", [(R18, "im2col"), (R18, "winograd"), (R18_SAME, "im2col"),
-                                       (R18_SAME, "winograd"), (R50_SK_SE, "winograd"),
-                                       (R18_SAME, "onednn"), (R50_SK_SE, "onednn")])
-@pytest.mark.slow(40)
-def test_resnet_cpu_convs_match_xla_with_same_variables(arch, impl):
-    x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
-    xla = ResNet(width_multiplier=0.125, conv_impl="xla", **arch)
-    col = ResNet(width_multiplier=0.125, conv_impl=impl, **arch)
-    v = init(xla, x)
-    np.testing.assert_allclose(col.apply(v, x, train=False), xla.apply(v, x, train=False),
-                               atol=1e-4)
-
-
 def test_selective_kernel_and_squeeze_excite_structure():
     """As the official code builds them: the ResNet-D stem (3x3/2 to 32w, 3x3 to 32w, 3x3 to
     64w), an avg-pooled 1x1 shortcut, one 3x3 conv to 2 x filters split into the two branches,
@@ -202,9 +135,8 @@ def test_remat_blocks_same_loss_and_grads(depth):
     shapes), outputs, gradients and BN statistics as without it. The recomputation repeats the
     forward's arithmetic, so the only freedom is XLA fusing it differently: 1e-6 relative."""
     x = jax.random.normal(jax.random.PRNGKey(3), (4, 16, 16, 3))
-    plain = ResNet(depth=depth, width_multiplier=0.125, cifar_stem=True, conv_impl="xla")
-    remat = ResNet(depth=depth, width_multiplier=0.125, cifar_stem=True, conv_impl="xla",
-                   remat="blocks")
+    plain = ResNet(depth=depth, width_multiplier=0.125, cifar_stem=True)
+    remat = ResNet(depth=depth, width_multiplier=0.125, cifar_stem=True, remat="blocks")
     v = init(plain, x)
     assert jax.tree_util.tree_structure(init(remat, x)) == jax.tree_util.tree_structure(v)
 
@@ -220,9 +152,3 @@ def test_remat_blocks_same_loss_and_grads(depth):
                     strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(jnp.abs(b).max()))
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(g0))
-
-
-def test_an_unknown_conv_impl_is_refused_not_silently_xla():
-    with pytest.raises(ValueError, match="conv_impl must be one of"):
-        conv_class("winogard")
-    assert conv_class("xla") is nn.Conv

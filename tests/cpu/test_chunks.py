@@ -1,10 +1,10 @@
-"""Batch chunks (models/chunks.py): how many, and every image back in its place."""
+"""Batch chunks (cpu/chunks.py): how many, and every image back in its place."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simclr_jax.models import chunks
+from simclr_jax.cpu import chunks
 
 
 def test_num_chunks_floor_kernel_term_and_divisor_of_the_per_device_batch():

@@ -1,4 +1,4 @@
-// oneDNN convolutions as XLA FFI handlers: the CPU path of conv_impl='onednn' (models/onednn.py).
+// oneDNN convolutions as XLA FFI handlers: the CPU path of conv_impl='onednn' (cpu/onednn.py).
 //
 // XLA:CPU lowers convolutions to YNNPACK, whose kernel gradient runs 3-6x slower than its
 // forward pass; oneDNN (the library behind PyTorch's and TensorFlow's CPU convolutions) has
@@ -189,7 +189,7 @@ ffi::Error BackwardData(Buffer4 dy, Buffer4 k, ffi::Result<Buffer4> dx, Config p
 
 // dk[g] = the kernel gradient of conv(x[g], k) for dy[g], for each of the G groups of a batch
 // (x (G, N, H, W, Cin), dy (G, N, OH, OW, Cout), dk (G, kh, kw, Cin, Cout)): the groups are
-// what a batch-sharded step splits over devices (models/onednn.py sums them).
+// what a batch-sharded step splits over devices (cpu/onednn.py sums them).
 ffi::Error BackwardWeights(Buffer5 x, Buffer5 dy, ffi::Result<Buffer5> dk, Config p) {
   return Guarded([&] {
     auto xd = x.dimensions(), kd = dk->dimensions(), yd = dy.dimensions();

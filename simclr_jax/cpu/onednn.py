@@ -1,7 +1,7 @@
 """conv_impl='onednn': the CPU convolutions through oneDNN, forward and both gradients.
 
 XLA:CPU lowers convolutions to YNNPACK, whose kernel gradient runs 3-6x below its forward
-pass; our Winograd and im2col rewrites (models/winograd.py, models/conv.py) close part of that
+pass; our Winograd and im2col rewrites (cpu/winograd.py, cpu/conv.py) close part of that
 gap. oneDNN, the library under PyTorch's and TensorFlow's CPU convolutions, has JIT-compiled
 kernels for all three on NHWC activations: measured on the 2-core dev machine (B=512 views,
 R18 at width 1/4, fwd+bwd of one 3x3 layer, bench/conv_layers.py), 2-4x faster than our
@@ -12,7 +12,7 @@ computes the kernel gradient of its own images, which XLA then sums like any oth
 (JAX keys a custom-partitioned program by a Python object's id, so multi-device programs with
 these convolutions miss its persistent compilation cache; single-device ones are not
 partitioned.)
-f32 only (the CPU jobs' dtype); TPU/GPU never come here (conv_class picks XLA's convs there).
+f32 only (the CPU jobs' dtype); TPU/GPU never come here (core/backend.py picks XLA's convs there).
 """
 
 import functools
@@ -26,7 +26,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from simclr_jax.models import onednn_build
+from simclr_jax.cpu import onednn_build
 
 # (stride_h, stride_w, top, bottom, left, right): a convolution's geometry besides its shapes.
 Geometry = tuple[int, int, int, int, int, int]
@@ -40,6 +40,8 @@ def unavailable_reason() -> str | None:
         onednn_build.load()
     except onednn_build.OneDnnUnavailable as e:
         return str(e)
+    except Exception as e:  # noqa: BLE001 - whatever stops the build, auto must fall back
+        return f"building or loading the handlers failed: {type(e).__name__}: {e}"
     return None
 
 

@@ -6,6 +6,8 @@ over threads), so they differ by float32 rounding of the sums: 1e-5 of the large
 below what a wrong padding, stride, layout or missing kernel-gradient term changes (O(1)).
 """
 
+import functools
+import logging
 from functools import partial
 
 import flax.linen as nn
@@ -15,9 +17,11 @@ import numpy as np
 import pytest
 
 from simclr_jax.core import parallel
+from simclr_jax.cpu import conv as conv_module
+from simclr_jax.cpu import onednn, onednn_build
+from simclr_jax.cpu.conv import OneDnnConv, WinogradConv, conv_class
 from simclr_jax.errors import UserError
-from simclr_jax.models import ResNet, onednn, onednn_build
-from simclr_jax.models.conv import OneDnnConv, WinogradConv, conv_class
+from simclr_jax.models import ResNet
 
 pytestmark = pytest.mark.skipif(
     onednn.unavailable_reason() is not None,
@@ -100,7 +104,7 @@ def test_resnet_one_vs_eight_devices_and_xla():
     """A ResNet-18 (1/8 width, CIFAR stem) in training mode, batch-sharded BN included: loss,
     gradients and BN statistics of conv_impl='onednn' on 1 device and on 8 equal XLA's."""
     x = jax.random.normal(jax.random.PRNGKey(2), (16, 16, 16, 3))
-    models = {impl: ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv_impl=impl)
+    models = {impl: ResNet(depth=18, width_multiplier=0.125, cifar_stem=True, conv=conv_class(impl))
               for impl in ("xla", "onednn")}
     v = models["xla"].init(jax.random.PRNGKey(0), x[:2], train=False)
 
@@ -166,3 +170,32 @@ def test_build_is_cached_per_source_and_reports_what_is_missing(monkeypatch, tmp
     with pytest.raises(onednn_build.OneDnnUnavailable,
                        match="pip install onednn-cpu-gomp==2023.2.0.*conv_impl=winograd"):
         onednn_build.build()
+
+
+def test_a_missing_source_is_a_reason_not_a_traceback(monkeypatch, tmp_path):
+    # What an install without the package data met: FileNotFoundError from deep in the build.
+    monkeypatch.setenv("SIMCLR_JAX_CACHE", str(tmp_path))
+    monkeypatch.setattr(onednn_build, "SOURCE", tmp_path / "onednn_conv.cc")
+    with pytest.raises(onednn_build.OneDnnUnavailable,
+                       match=r"onednn_conv\.cc is not installed.*pip install \."):
+        onednn_build.build()
+
+
+def test_auto_falls_back_on_any_build_or_load_failure_and_logs_it_once(monkeypatch, caplog):
+    def broken_load():
+        raise OSError("libdnnl.so.3: cannot open shared object file")
+
+    monkeypatch.setattr(onednn_build, "load", broken_load)
+    monkeypatch.setattr(conv_module, "_log_fallback",
+                        functools.cache(conv_module._log_fallback.__wrapped__))
+    onednn.unavailable_reason.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert conv_class("auto") is WinogradConv and conv_class("auto") is WinogradConv
+        with pytest.raises(UserError, match=r"'onednn' is unavailable here: .*OSError: "
+                                            r"libdnnl\.so\.3: cannot open"):
+            conv_class("onednn")
+    finally:
+        onednn.unavailable_reason.cache_clear()  # the real handlers again for later tests
+    fallbacks = [r.getMessage() for r in caplog.records if "conv_impl=auto" in r.getMessage()]
+    assert len(fallbacks) == 1 and "libdnnl.so.3: cannot open" in fallbacks[0], fallbacks

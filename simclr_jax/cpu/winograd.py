@@ -17,7 +17,7 @@ again), and the kernel gradient is G^T (V^T dM) G, (m+2)^2 matmuls that contract
 tiles, with V the transformed input (recomputed) and dM = A dY A^T.
 
 No maintained JAX library offers this (XLA:CPU's own convolutions run far below its matmul
-peak, see models/conv.py), hence written here. CPU only: TPU/GPU keep XLA's convolutions.
+peak, see cpu/conv.py), hence written here. CPU only: TPU/GPU keep XLA's convolutions.
 """
 
 from functools import partial
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simclr_jax.models import chunks
+from simclr_jax.cpu import chunks
 
 # (B^T, G, A^T) of F(m, 3), m = 2 and 4 (Lavin & Gray 2016).
 TRANSFORMS = {

@@ -1,6 +1,6 @@
 """A batch in cache-sized chunks: the CPU convolutions' working sets kept out of DRAM.
 
-Every stage of the CPU convolutions (models/winograd.py, models/conv.py) is memory-bound at
+Every stage of the CPU convolutions (cpu/winograd.py, cpu/conv.py) is memory-bound at
 ResNet sizes: Winograd's transformed input and product are 2.25x the activations, a strided
 3x3 im2col's columns 2.25x too. Run over the whole batch, each stage streams its operands
 through DRAM; run over a chunk of images that fits in the caches, the next stage finds them

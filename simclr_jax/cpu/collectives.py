@@ -18,7 +18,7 @@ XLA_FLAGS wins. No JAX or XLA option says "order the collectives", hence this.
 import os
 import re
 
-from simclr_jax.core.host_memory import backend_started
+from simclr_jax.cpu.host_memory import backend_started
 
 SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 _DEVICE_COUNT = re.compile(r"--xla_force_host_platform_device_count=(\d+)")

@@ -1,16 +1,17 @@
-"""CPU-only convolutions, chosen at run time: oneDNN's (models/onednn.py, the CPU default),
+"""CPU-only convolutions, chosen at run time: oneDNN's (cpu/onednn.py, the CPU default),
 and, where oneDNN cannot be built, im2col + one matmul and Winograd F(4x4, 3x3).
 
 XLA:CPU's backward convolutions are its weak spot (measured: the plain step runs at ~30% of the
 CPU's matmul peak, its forward alone at ~50%); written as shifted slices concatenated along
 channels and one matmul, the same convolution runs through the CPU's GEMM instead. Winograd
-(models/winograd.py) does the stride-1 3x3 convolutions (most of a ResNet's FLOPs) with 4x
+(cpu/winograd.py) does the stride-1 3x3 convolutions (most of a ResNet's FLOPs) with 4x
 fewer multiplications and a smaller transformed input than im2col's columns; the strided and
-1x1 convolutions stay im2col. Both run the batch in cache-sized chunks (models/chunks.py).
+1x1 convolutions stay im2col. Both run the batch in cache-sized chunks (cpu/chunks.py).
 Same parameter name and shape as nn.Conv ('kernel', (kh, kw, cin, cout)), so checkpoints move
-freely between all four. TPU/GPU keep nn.Conv (see conv_class).
+freely between all four. TPU/GPU keep nn.Conv (core/backend.py).
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from functools import partial
@@ -19,23 +20,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
+from simclr_jax.config import CONV_IMPLS
+from simclr_jax.cpu import chunks, onednn
+from simclr_jax.cpu.winograd import winograd_conv3x3, xla_winograd_conv3x3
 from simclr_jax.errors import UserError
-from simclr_jax.models import chunks, onednn
-from simclr_jax.models.winograd import winograd_conv3x3, xla_winograd_conv3x3
 
 # 'SAME' or explicit ((top, bottom), (left, right)) zero padding, as nn.Conv takes it.
 Padding = str | Sequence[tuple[int, int]]
-
-
-def fixed_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The official SimCLR `fixed_padding`: (k-1)//2 before, the rest after, on H and W.
-
-    With padding='VALID' after it, a strided 3x3 conv and the strided 1x1 shortcut sample the
-    same grid (pixels 0, s, 2s, ...), unlike 'SAME', which puts the extra pixel at the end.
-    """
-    total = kernel_size - 1
-    return ((total // 2, total - total // 2),) * 2
 
 
 def _pads(padding: Padding, size: int, kernel: int, stride: int, axis: int) -> tuple[int, int]:
@@ -80,7 +73,7 @@ def _num_chunks(x_shape: tuple[int, ...], kernel: jnp.ndarray) -> int:
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def chunked_im2col_conv(x: jnp.ndarray, kernel: jnp.ndarray, strides: tuple[int, int],
                         padding: Padding = "SAME") -> jnp.ndarray:
-    """im2col_conv over the batch in cache-sized chunks (models/chunks.py), forward and
+    """im2col_conv over the batch in cache-sized chunks (cpu/chunks.py), forward and
     backward (each chunk's columns rebuilt there rather than kept: they are 9x its input)."""
     return chunks.map_chunks(lambda xc: im2col_conv(xc, kernel, strides, padding), x,
                              _num_chunks(x.shape, kernel))
@@ -121,6 +114,7 @@ class Im2ColConv(nn.Module):
     kernel_size: tuple[int, int]
     strides: tuple[int, int] = (1, 1)
     padding: Padding = "SAME"
+    use_bias: bool = False  # nn.Conv's signature; the ResNet's convs have no bias
     kernel_init: Any = nn.initializers.lecun_normal()
     dtype: Any = jnp.float32
 
@@ -129,6 +123,8 @@ class Im2ColConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if self.use_bias:
+            raise ValueError(f"{type(self).__name__} has no bias (the ResNet's convs have none)")
         kernel = self.param("kernel", self.kernel_init,
                             (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
         return self.conv(x.astype(self.dtype), kernel.astype(self.dtype))
@@ -153,7 +149,7 @@ class WinogradConv(Im2ColConv):
 
 
 class OneDnnConv(WinogradConv):
-    """Every f32 convolution through oneDNN (models/onednn.py): forward, input and kernel
+    """Every f32 convolution through oneDNN (cpu/onednn.py): forward, input and kernel
     gradients, 2-4x faster than WinogradConv per layer on the dev machine. Other dtypes (bf16
     on CPU) take WinogradConv's path."""
 
@@ -166,25 +162,27 @@ class OneDnnConv(WinogradConv):
                                                          pads))
 
 
-CONV_IMPLS = ("auto", "xla", "im2col", "winograd", "onednn")
+@functools.cache
+def _log_fallback(reason: str) -> None:
+    """Says once per process why conv_impl=auto runs Winograd instead of oneDNN."""
+    logging.warning("conv_impl=auto: the oneDNN convolutions are unavailable, using winograd "
+                    "(slower on CPU, same results): %s", reason)
 
 
 def conv_class(impl: str) -> type[nn.Module]:
     """'xla' -> nn.Conv; 'im2col' -> Im2ColConv; 'winograd' -> WinogradConv; 'onednn' ->
-    OneDnnConv; 'auto' -> OneDnnConv on CPU where oneDNN builds (else WinogradConv), nn.Conv
-    on TPU/GPU. 'onednn' where it cannot build raises UserError with the reason."""
+    OneDnnConv; 'auto' -> OneDnnConv where oneDNN builds, else WinogradConv (logged once with
+    the reason). 'onednn' where it cannot build raises UserError with the reason. For the CPU
+    backend: core/backend.py sends only CPU runs here."""
     if impl not in CONV_IMPLS:  # jobs check config.conv_impl first; benches call this directly
         raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
     if impl == "auto":
-        if jax.default_backend() != "cpu":
-            impl = "xla"
+        if (reason := onednn.unavailable_reason()) is None:
+            impl = "onednn"
         else:
-            impl = "onednn" if onednn.unavailable_reason() is None else "winograd"
-    elif impl == "onednn":
-        if jax.default_backend() != "cpu":
-            raise UserError(f"config.conv_impl: 'onednn' runs on the CPU backend only, not "
-                            f"{jax.default_backend()}; use conv_impl=auto")
-        if (reason := onednn.unavailable_reason()) is not None:
-            raise UserError(f"config.conv_impl: 'onednn' is unavailable here: {reason}")
+            _log_fallback(reason)
+            impl = "winograd"
+    elif impl == "onednn" and (reason := onednn.unavailable_reason()) is not None:
+        raise UserError(f"config.conv_impl: 'onednn' is unavailable here: {reason}")
     return {"im2col": Im2ColConv, "winograd": WinogradConv, "onednn": OneDnnConv,
             "xla": nn.Conv}[impl]

@@ -1,4 +1,4 @@
-"""Step memory reuse on CPU (core/host_memory.py): a fresh process that repeats a jitted call
+"""Step memory reuse on CPU (cpu/host_memory.py): a fresh process that repeats a jitted call
 whose buffers exceed glibc's mmap threshold faults its pages in on every call by default, and
 (nearly) never once the job's set-up has run. Each process is fresh: the dispatch mode is read
 when the CPU client starts."""
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = """
 import json, resource, sys
 import jax, jax.numpy as jnp
-from simclr_jax.core import host_memory
+from simclr_jax.cpu import host_memory
 reuse = sys.argv[1] == "reuse"
 inline = host_memory.run_cpu_steps_inline() if reuse else False
 kept = host_memory.keep_freed_host_memory(inline)
@@ -62,7 +62,7 @@ def test_a_started_backend_is_left_as_it_is():
     CPU client has read its dispatch mode already: nothing is changed, nothing claimed."""
     import jax
 
-    from simclr_jax.core import host_memory
+    from simclr_jax.cpu import host_memory
 
     jax.devices()
     before = jax.config.read("jax_cpu_enable_async_dispatch")

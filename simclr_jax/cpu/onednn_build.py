@@ -89,8 +89,15 @@ def build() -> Path:
     if shutil.which(compiler) is None:
         raise OneDnnUnavailable(f"no C++ compiler {compiler!r} (set $CXX) to build "
                                 f"{SOURCE.name}; or set config.conv_impl=winograd")
+    try:
+        source = SOURCE.read_bytes()
+    except OSError as e:
+        raise OneDnnUnavailable(
+            f"the C++ source {SOURCE} is not installed ({e.strerror}): the package was built "
+            f"without its package data; reinstall simclr_jax from a wheel of this version "
+            f"(pip install .), or set config.conv_impl=winograd") from e
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), jaxlib.__version__.encode(), str(lib).encode(),
+    for part in (source, jaxlib.__version__.encode(), str(lib).encode(),
                  compiler.encode(), (lib / _LIBRARY).resolve().name.encode()):
         key.update(part)
     out = cache_dir() / f"onednn_conv-{key.hexdigest()[:16]}.so"

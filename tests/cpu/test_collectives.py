@@ -1,4 +1,4 @@
-"""Several CPU devices in one process (core/cpu_collectives.py): the flag rule, and the step
+"""Several CPU devices in one process (cpu/collectives.py): the flag rule, and the step
 that deadlocks under XLA's default schedule running to the end once the jobs' set-up has run."""
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simclr_jax.core.cpu_collectives import SCHEDULER_FLAG, ordered_collectives_flags
+from simclr_jax.cpu.collectives import SCHEDULER_FLAG, ordered_collectives_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 OFF = f"{SCHEDULER_FLAG}=false"
@@ -35,8 +35,8 @@ def test_scheduler_off_only_with_several_cpu_devices(flags, cpu_devices, expecte
 PROGRAM = """
 import sys
 sys.path.insert(0, "bench")
-from simclr_jax.core import cpu_collectives
-changed = cpu_collectives.keep_collectives_in_order()  # as cli.run_command does
+from simclr_jax.cpu import collectives
+changed = collectives.keep_collectives_in_order()  # as cli.run_command does
 import jax
 from simclr_jax.config import base_config
 from train_step import Ours

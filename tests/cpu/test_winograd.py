@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simclr_jax.models.conv import WinogradConv, conv_class
-from simclr_jax.models.winograd import winograd_conv3x3, xla_winograd_conv3x3
+from simclr_jax.cpu.conv import WinogradConv, conv_class
+from simclr_jax.cpu.winograd import winograd_conv3x3, xla_winograd_conv3x3
 
 
 def _xla_conv(x, kernel):
@@ -66,7 +66,7 @@ def test_chunked_winograd_equals_xla_conv(monkeypatch, conv, batch, sharded):
     are put back in order, the kernel gradient sums over all of them, and a batch sharded over
     the 8 simulated devices gives the same values."""
     from simclr_jax.core import parallel
-    from simclr_jax.models import winograd
+    from simclr_jax.cpu import winograd
 
     monkeypatch.setattr(winograd, "_MIN_CHUNK_BYTES", 1)
     kx, kk, kd = jax.random.split(jax.random.PRNGKey(2), 3)
