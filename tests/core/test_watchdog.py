@@ -94,4 +94,6 @@ def test_a_read_that_never_returns_ends_the_job_and_the_rerun_resumes(tmp_path, 
     assert rerun.returncode == 0, output[-3000:]
     assert f"Resumed from checkpoint step {max(saved)}" in output, output[-3000:]
     assert losses(run) == expected
+    print(f"the job ended {ended_after:.1f} s after the read began to block "
+          f"(stall_timeout_s={STALL_S})")
     shutil.rmtree(data)
