@@ -199,10 +199,10 @@ def watched_input(batches: Iterator[dict], watchdog: StallWatchdog) -> Iterator[
     the input has delivered, the loop is back in the phase that asked for it."""
     batches = iter(batches)
     while True:
-        phase, timed = watchdog.current()
+        phase = watchdog.phase
         watchdog.enter("input")
         batch = next(batches, None)
-        watchdog.enter(phase, timed=timed)
+        watchdog.enter(phase)
         if batch is None:
             return
         yield batch
@@ -299,12 +299,15 @@ def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int
     watchdog = StallWatchdog(config.stall_timeout_s, log_files.log_path(
         workdir, f"stalled-process-{jax.process_index()}.txt"))
     try:
-        # Compiling the step has no fixed bound (model size, a cold cache): not timed.
-        watchdog.enter("compile", start, timed=False)
+        # Start-up (the pipeline's first reads, compiling the step) has no fixed bound: the
+        # watchdog is armed once the first step has run.
+        watchdog.enter("compile", start)
         batches = parallel.compile_then_meet(step_fn, state, parallel.prefetch_to_mesh(
             watched_input(data, watchdog), mesh, drop=("position",)))
         for step, batch in zip(range(start + 1, num_steps + 1), batches, strict=False):
-            watchdog.enter("step", step, timed=step > start + 1)  # step 1 compiles
+            if step == start + 2:
+                watchdog.arm()
+            watchdog.enter("step", step)
             state, metrics = step_fn(state, batch)
             history.append((step, metrics))
             images += config.batch_size

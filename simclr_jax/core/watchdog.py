@@ -3,8 +3,9 @@
 A hung collective (a peer wedged in a step), a bucket read that never returns or a deadlock
 leaves the training loop waiting forever while the machines stay booked. The loop tells the
 watchdog which phase it is in (`watchdog.enter("input")`, "step", "checkpoint save", ...) every
-time it moves on (the first step, which compiles, is not timed); a daemon thread checks every
-few seconds, and once one phase has lasted `timeout_s` it
+time it moves on, and arms it once start-up (the pipeline's first reads, compiling the first
+step: no fixed bound) is over; a daemon thread then checks every few seconds, and once one
+phase has lasted `timeout_s` it
 - writes every thread's Python stack (faulthandler) to `stack_file`,
 - prints one `error:` line naming the phase, the step and that file,
 - ends the process with RERUN_EXIT_CODE (75), skipping Python's shutdown (which would wait for
@@ -39,7 +40,8 @@ class StallWatchdog:
         self.timeout_s = float(timeout_s)
         self._stack_file = stack_file
         self._what = what
-        self._phase, self._step, self._since, self._timed = "start", 0, time.monotonic(), False
+        self._phase, self._step, self._since = "start", 0, time.monotonic()
+        self._armed = False
         self._stop = threading.Event()
         self._thread = None
         if self.timeout_s > 0:
@@ -47,16 +49,20 @@ class StallWatchdog:
                                             daemon=True)
             self._thread.start()
 
-    def enter(self, phase: str, step: int | None = None, timed: bool = True) -> None:
-        """The loop moved on: it now waits in `phase` (at `step`, if given); an untimed phase
-        (the first step's compilation, which has no fixed bound) never counts as a stall."""
+    def enter(self, phase: str, step: int | None = None) -> None:
+        """The loop moved on: it now waits in `phase` (at `step`, if given)."""
         if step is not None:
             self._step = step
-        self._phase, self._since, self._timed = phase, time.monotonic(), timed
+        self._phase, self._since = phase, time.monotonic()
 
-    def current(self) -> tuple[str, bool]:
-        """(phase, timed) now: to return to it after a nested phase."""
-        return self._phase, self._timed
+    def arm(self) -> None:
+        """Start-up is over: from now on a timed phase that lasts timeout_s is a stall."""
+        self._since, self._armed = time.monotonic(), True
+
+    @property
+    def phase(self) -> str:
+        """The phase now: to return to it after a nested one."""
+        return self._phase
 
     def close(self) -> None:
         """Stops watching (the loop has ended, however it ended)."""
@@ -68,8 +74,9 @@ class StallWatchdog:
 
     def _watch(self) -> None:
         while not self._stop.wait(self._poll_s()):
-            phase, step, since, timed = self._phase, self._step, self._since, self._timed
-            if timed and time.monotonic() - since >= self.timeout_s and not self._stop.is_set():
+            phase, step, since = self._phase, self._step, self._since
+            if (self._armed and time.monotonic() - since >= self.timeout_s
+                    and not self._stop.is_set()):
                 self._report(phase, step)
 
     def _report(self, phase: str, step: int) -> None:

@@ -63,6 +63,7 @@ def test_a_read_that_never_returns_ends_the_job_and_the_rerun_resumes(tmp_path, 
     deadline = time.time() + 300
     while max(losses(run), default=0) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    assert proc.poll() is None, finish(proc)[-3000:]
     image.unlink()
     os.mkfifo(image)  # opening it for reading blocks until a writer appears: never
     stalled_at = time.time()
