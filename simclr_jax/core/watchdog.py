@@ -56,7 +56,7 @@ class StallWatchdog:
         self._phase, self._since = phase, time.monotonic()
 
     def arm(self) -> None:
-        """Start-up is over: from now on a timed phase that lasts timeout_s is a stall."""
+        """Start-up is over: from now on a phase that lasts timeout_s is a stall."""
         self._since, self._armed = time.monotonic(), True
 
     @property
