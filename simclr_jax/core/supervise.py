@@ -148,6 +148,9 @@ def explain(signum: int, log_path: str, process: str, heartbeat_timeout_s: int) 
         return (f"lost worker: process 0 (the coordinator) is gone, so {process} stopped "
                 f"too; check why it ended (its log; the host's OOM killer or preemption), "
                 f"then {rerun}. Native log: {log_path}")
-    name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else signum
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = str(signum)
     return (f"{process} ended by signal {name} (details in its native log {log_path}); "
             f"{rerun}")
