@@ -8,9 +8,10 @@ share, and 1 device vs all local devices. Part of bench/accelerator_check.sh.
 
 MFU = the compiled step's FLOPs per device (XLA's cost_analysis, all of it: augmentation,
 forward, backward, loss, optimiser) / measured seconds per step / the chip's peak for --dtype.
-The peak comes from --peak_tflops, else from the table below by jax's device_kind, else (CPU)
-from a matmul of that dtype measured in this run. Steps are dispatched back to back (as the
-training loop does) and timed to the last one's completion.
+The peak comes from --peak_tflops, else from bench/peaks.py by jax's exact device_kind, else
+from a matmul of that dtype measured in this run; the line "peak per device" says which.
+Steps are dispatched back to back (as the training loop does) and timed to the last one's
+completion.
 """
 
 import os
@@ -21,6 +22,8 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import peaks  # noqa: E402 (bench/peaks.py, next to this script)
 
 flags.DEFINE_integer("depth", 50, "ResNet depth.")
 flags.DEFINE_float("width", 1.0, "Width multiplier.")
@@ -34,28 +37,17 @@ flags.DEFINE_string("conv_impl", "auto", "config.conv_impl (auto: XLA's on TPU/G
 flags.DEFINE_bool("scaling", True, "Also run the step on 1 device and compare.")
 FLAGS = flags.FLAGS
 
-# Dense peak TFLOP/s per JAX device (bf16; f32 matmuls on TPU run as bf16 passes by default).
-# TPU v2/v3 expose each TensorCore as a device: half a chip's figure.
-PEAKS_BF16 = [("H200", 989.0), ("H100", 989.0), ("A100", 312.0), ("L4", 121.0),
-              ("A10", 125.0), ("V100", 125.0), ("TPU v2", 22.5), ("TPU v3", 61.5),
-              ("TPU v4", 275.0), ("TPU v5 lite", 197.0), ("TPU v5e", 197.0),
-              ("TPU v5p", 459.0), ("TPU v5", 459.0), ("TPU v6 lite", 918.0),
-              ("TPU v6e", 918.0)]
-# f32 on GPUs without TF32 tensor cores in XLA's default precision: the CUDA-core figure.
-PEAKS_F32_GPU = [("H200", 67.0), ("H100", 67.0), ("A100", 19.5), ("L4", 30.3), ("A10", 31.2),
-                 ("V100", 15.7)]
-
 
 def chip_peak(device, dtype: str) -> tuple[float, str]:
     """(FLOP/s, where the figure came from) of one device for `dtype`."""
     if FLAGS.peak_tflops:
         return FLAGS.peak_tflops * 1e12, "--peak_tflops"
     kind = device.device_kind
-    table = PEAKS_BF16 if dtype == "bfloat16" or device.platform == "tpu" else PEAKS_F32_GPU
-    for name, tflops in table:
-        if name.lower() in kind.lower():
-            return tflops * 1e12, f"table: {name} ({dtype})"
-    return matmul_peak(dtype), f"measured {dtype} matmul (2048^2) on {kind}"
+    tflops = peaks.table_peak(kind, device.platform, dtype)
+    if tflops is not None:
+        return tflops * 1e12, f"table: {kind!r} ({dtype}, bench/peaks.py)"
+    return matmul_peak(dtype), (f"measured {dtype} matmul (2048^2): {kind!r} is not in "
+                                f"bench/peaks.py (give --peak_tflops)")
 
 
 def matmul_peak(dtype: str, n: int = 2048, reps: int = 10) -> float:

@@ -108,13 +108,13 @@ def compare(pre, ev, workdir: str) -> dict:
 
     from simclr_jax.core import parallel, train
     from simclr_jax.evals import jobs as evaluation
-    from simclr_jax.evals import knn
+    from simclr_jax.evals import knn, monitor
     from simclr_jax.evals import linear as linear_eval
     from simclr_jax.evals import pretrained as downstream
 
     run = os.path.join(workdir, "pretrain")
     t0 = time.time()
-    train.train_and_evaluate(pre, run, monitor=knn.Monitor)
+    train.train_and_evaluate(pre, run, monitor=monitor.Monitor)
     pretrain_s = time.time() - t0
     mesh = parallel.make_mesh()
     writer = metric_writers.MultiWriter([])

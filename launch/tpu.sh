@@ -21,7 +21,9 @@ Options (environment variable in brackets):
   --zone ZONE          e.g. us-central2-b                    [TPU_ZONE]      required
   --project PROJECT    GCP project                           [TPU_PROJECT]   required
   --type TYPE          accelerator type, e.g. v4-32          [TPU_TYPE]      create only
-  --runtime VERSION    TPU software version                  [TPU_RUNTIME]   default tpu-ubuntu2204-base
+  --runtime VERSION    TPU software version                  [TPU_RUNTIME]   default by --type:
+                         v2/v3/v4-*: tpu-ubuntu2204-base, v5litepod-* (v5e): v2-alpha-tpuv5-lite,
+                         v5p-*: v2-alpha-tpuv5, v6e-*: v2-alpha-tpuv6e
   --spot               create: use Spot capacity (cheaper, can be preempted)
   --no-queued          use `tpu-vm create/delete` directly   [TPU_QUEUED=0]
   --repo URL           setup: `git clone URL` on the workers instead of shipping `git archive HEAD`
@@ -89,7 +91,7 @@ NAME=${TPU_NAME:-}
 ZONE=${TPU_ZONE:-}
 PROJECT=${TPU_PROJECT:-}
 TYPE=${TPU_TYPE:-}
-RUNTIME=${TPU_RUNTIME:-tpu-ubuntu2204-base}
+RUNTIME=${TPU_RUNTIME:-}
 # jax 0.10 needs Python >= 3.11; tpu-ubuntu2204-base ships 3.10, so setup installs 3.11 from apt.
 PYTHON=${TPU_PYTHON:-python3.11}
 [[ ${TPU_QUEUED:-1} == 0 ]] && QUEUED=0 || QUEUED=1
@@ -145,9 +147,25 @@ on_workers() {
         --command "$2"
 }
 
+# The runtime (VM image) each generation boots with, per https://cloud.google.com/tpu/docs/runtimes;
+# a v5e/v5p/v6e slice does not come up on tpu-ubuntu2204-base.
+default_runtime() {
+    case $1 in
+        v2-* | v3-* | v4-*) echo tpu-ubuntu2204-base ;;
+        v5litepod-* | v5e-*) echo v2-alpha-tpuv5-lite ;;
+        v5p-*) echo v2-alpha-tpuv5 ;;
+        v6e-*) echo v2-alpha-tpuv6e ;;
+        tpu7x-* | v7x-* | v7-*)
+            die "TPU7x (Ironwood) is offered through GKE only, not as the TPU VMs this script creates (https://cloud.google.com/tpu/docs/tpu7x)" ;;
+        *) die "no default runtime for --type $1: pass --runtime VERSION (the TPU software version for that generation, see https://cloud.google.com/tpu/docs/runtimes)" ;;
+    esac
+}
+
 cmd_create() {
     require_common
     require "$TYPE" --type TPU_TYPE
+    # Command substitution runs in a subshell: its die would not stop this script.
+    if [[ -z $RUNTIME ]]; then RUNTIME=$(default_runtime "$TYPE") || exit 2; fi
     local args
     if ((QUEUED)); then
         # Queued resources wait for capacity instead of failing outright when a zone is full.
@@ -202,7 +220,9 @@ cmd_run() {
     require_common
     ((${#JOB[@]})) || die "missing job command after -- (e.g. -- python -m simclr_jax.pretrain ...)"
     # TF only feeds data here (tensorflow-cpu): silence its logs and oneDNN notices.
-    local envs="export TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0" kv
+    # SIMCLR_JAX_REQUIRE_BACKEND: the job stops with one error if JAX fell back to the CPU
+    # (--env SIMCLR_JAX_REQUIRE_BACKEND= to run anyway).
+    local envs="export TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0 SIMCLR_JAX_REQUIRE_BACKEND=tpu" kv
     if [[ -n $DATA_DIR ]]; then envs+=" TFDS_DATA_DIR=$(q "$DATA_DIR")"; fi
     for kv in "${EXTRA_ENV[@]}"; do
         [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env needs KEY=VALUE, got: $kv"

@@ -16,7 +16,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from simclr_jax import cpu, eval_config
-from simclr_jax.core import log_files, native_log, parallel, supervise
+from simclr_jax.core import (
+    accelerator,
+    compile_cache,
+    log_files,
+    native_log,
+    parallel,
+    supervise,
+)
 from simclr_jax.errors import UserError, report_user_errors
 
 FLAGS = flags.FLAGS
@@ -213,6 +220,25 @@ def define_distributed_flags() -> None:
                          lower_bound=1)
 
 
+def define_compilation_cache_flag() -> None:
+    """--compilation_cache_dir: where JAX keeps compiled programs across restarts."""
+    flags.DEFINE_string(
+        "compilation_cache_dir", "",
+        "JAX's persistent compilation cache, so a restart does not compile again (gs:// "
+        "works). Default: $JAX_COMPILATION_CACHE_DIR if set, else <workdir>/"
+        f"{compile_cache.DIR_NAME}; '{compile_cache.OFF}' turns it off.")
+
+
+def start_job_backend() -> None:
+    """After jax.distributed.initialize: the backend the launcher required (else one `error:`
+    line), a log line naming it, and the persistent compilation cache (before any compile)."""
+    accelerator.check_required()
+    logging.info(accelerator.describe())
+    if "compilation_cache_dir" in FLAGS:
+        where = compile_cache.enable(FLAGS.compilation_cache_dir, FLAGS.workdir)
+        logging.info("Persistent compilation cache: %s", where or "off")
+
+
 def initialize_distributed_from_flags() -> None:
     """jax.distributed.initialize from the flags of define_distributed_flags (if multi-process).
 
@@ -255,14 +281,16 @@ def define_eval_flags(job: str) -> None:
     flags.DEFINE_float("wait_timeout", 3600.0, "--wait: give up after this many seconds "
                        "without a new checkpoint.")
     define_distributed_flags()
+    define_compilation_cache_flag()
 
 
 def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
     """Runs a command whose flags are defined: parses them (a bad flag or config key is one
     `error:` line), quiets library logs, starts multi-process JAX when `distributed`, sets
     up the CPU backend's process (step memory reuse; with several simulated CPU devices,
-    all-reduces in one order: simclr_jax/cpu), then `body()`; a UserError anywhere
-    is one `error:` line and exit code 2."""
+    all-reduces in one order: simclr_jax/cpu); for a `distributed` job also checks and names
+    the backend and turns the compilation cache on (start_job_backend); then `body()`. A
+    UserError anywhere is one `error:` line and exit code 2."""
 
     @report_user_errors
     def main(argv: list[str]) -> None:
@@ -275,6 +303,8 @@ def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
         if distributed:
             initialize_distributed_from_flags()
         cpu.finish_process_setup(prepared)
+        if distributed:
+            start_job_backend()
         try:
             body()
         except UserError:

@@ -125,8 +125,8 @@ def base_config() -> ml_collections.ConfigDict:
     # restarts it; 0 turns it off. 10 min: hundreds of accelerator steps, and more than the
     # first step's compilation or a checkpoint save of the largest models take.
     c.stall_timeout_s = 600.0
-    # kNN monitor (evals/knn.py): weighted kNN of eval_split on the train split's h, logged with the
-    # metrics every knn_every_steps (a multiple of log_every_steps); 0 turns it off.
+    # kNN monitor (evals/monitor.py): weighted kNN of eval_split on the train split's h, logged
+    # with the metrics every knn_every_steps (a multiple of log_every_steps); 0 turns it off.
     c.knn_every_steps = 0
     c.knn_k = 200
     c.knn_temperature = 0.1

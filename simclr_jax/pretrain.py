@@ -10,19 +10,20 @@ from absl import flags
 
 from simclr_jax import cli, config
 from simclr_jax.core import train
-from simclr_jax.evals import knn
+from simclr_jax.evals import monitor
 
 cli.define_config_flag(os.path.abspath(config.__file__),
                        "Config file (configs/*.py); without it, the embedded default.")
 flags.DEFINE_string("workdir", "runs/pretrain", "Checkpoints, metrics.jsonl and TensorBoard.")
 cli.define_distributed_flags()
+cli.define_compilation_cache_flag()
 FLAGS = flags.FLAGS
 
 
 def pretrain(run_config, workdir: str) -> None:
     """Validates the config once, then trains (the kNN monitor is an evaluation: passed in)."""
     config.validate(run_config)
-    train.train_and_evaluate(run_config, workdir, monitor=knn.Monitor)
+    train.train_and_evaluate(run_config, workdir, monitor=monitor.Monitor)
 
 
 def main() -> None:

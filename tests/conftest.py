@@ -246,11 +246,11 @@ def pretrained_run(tmp_path_factory, tfds_dir) -> str:
     fewer devices exercises cross-device-count restore. Its kNN monitor logs at steps 2 and 4.
     """
     from simclr_jax.core import train
-    from simclr_jax.evals import knn
+    from simclr_jax.evals import monitor
 
     def make(workdir: Path) -> None:
         train.train_and_evaluate(_tiny_config(tfds_dir, knn_every_steps=2), str(workdir),
-                                 monitor=knn.Monitor)
+                                 monitor=monitor.Monitor)
 
     return str(_made_once(tmp_path_factory, "pretrained", make))
 

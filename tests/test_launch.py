@@ -44,7 +44,7 @@ SBATCH_EXTRA = 'cp "$1" "$FAKE_LOG.sbatch"\necho "Submitted batch job 42"\n'
 DUMP = f"""#!{sys.executable}
 import json, os, sys, time
 keys = ["TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "TFDS_DATA_DIR", "JAX_LOCAL_DEVICE_IDS",
-        "SRUN_CPUS_PER_TASK", "EXTRA"]
+        "SRUN_CPUS_PER_TASK", "SIMCLR_JAX_REQUIRE_BACKEND", "EXTRA"]
 out = os.environ["FAKE_DUMP"]
 with open(out + ".tmp", "w") as f:
     env = {{k: os.environ.get(k) for k in keys}}
@@ -136,6 +136,7 @@ def test_tpu_pod_sequence(env):
     assert "--worker=all" in run
     job = opt(run, "--command")
     assert "export TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0" in job
+    assert "SIMCLR_JAX_REQUIRE_BACKEND=tpu" in job  # a CPU fallback stops the job
     assert f"TFDS_DATA_DIR={DATA_DIR}" in job
     assert "nohup python -m simclr_jax.pretrain --config=configs/imagenet.py" in job
     assert "> ~/simclr-logs/worker-$(hostname).log 2>&1" in job
@@ -186,6 +187,37 @@ def test_missing_option_is_one_line_and_exit_2(env, drop, option):
     p = sh(TPU_SH, ["create", *args], env, check=False)
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and option in p.stderr, p.stderr
+    assert calls(env) == []
+
+
+# The TPU software version each generation boots with (https://cloud.google.com/tpu/docs/runtimes).
+RUNTIMES = [("v2-8", "tpu-ubuntu2204-base"), ("v3-32", "tpu-ubuntu2204-base"),
+            ("v4-32", "tpu-ubuntu2204-base"), ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+            ("v5p-64", "v2-alpha-tpuv5"), ("v6e-8", "v2-alpha-tpuv6e")]
+
+
+@pytest.mark.parametrize("queued", [True, False])
+@pytest.mark.parametrize("tpu_type, runtime", RUNTIMES)
+def test_create_boots_the_runtime_of_the_tpu_generation(env, tpu_type, runtime, queued):
+    flags = [] if queued else ["--no-queued"]
+    p = sh(TPU_SH, ["--dry-run", "create", *COMMON, "--type", tpu_type, *flags], env)
+    (line,) = p.stdout.splitlines()
+    create = shlex.split(line[2:])
+    assert opt(create, "--accelerator-type") == tpu_type
+    assert opt(create, "--runtime-version" if queued else "--version") == runtime
+
+
+def test_create_keeps_an_explicit_runtime(env):
+    p = sh(TPU_SH, ["--dry-run", "create", *COMMON, "--type", "v5p-8", "--runtime", "custom"], env)
+    assert opt(shlex.split(p.stdout.splitlines()[0][2:]), "--runtime-version") == "custom"
+
+
+@pytest.mark.parametrize("tpu_type, hint", [("v9x-16", "pass --runtime VERSION"),
+                                            ("tpu7x-8", "GKE only")])
+def test_create_without_a_known_runtime_is_one_error_line(env, tpu_type, hint):
+    p = sh(TPU_SH, ["create", *COMMON, "--type", tpu_type], env, check=False)
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and hint in p.stderr, p.stderr
     assert calls(env) == []
 
 
@@ -321,6 +353,24 @@ def test_gpu_slurm_submits_a_script_that_runs_the_job(env, tmp_path):
     assert got["env"]["TF_CPP_MIN_LOG_LEVEL"] == "3" and got["env"]["TFDS_DATA_DIR"] == "/data/tfds"
     assert got["env"]["JAX_LOCAL_DEVICE_IDS"] == "0,1,2,3,4,5,6,7"  # one process sees all 8 GPUs
     assert got["env"]["SRUN_CPUS_PER_TASK"] == "32"
+    assert got["env"]["SIMCLR_JAX_REQUIRE_BACKEND"] == "gpu"  # a CPU fallback stops the job
+
+
+def test_gpu_slurm_gives_the_job_the_whole_node_by_default(env, tmp_path):
+    """Without --cpus-per-task the job takes the node (Slurm's default, 1 CPU, would decode the
+    images for all GPUs on one core) and srun hands its process every CPU of the node."""
+    slurm = [a for a in SLURM if a not in ("--cpus-per-task", "32")]
+    sh(GPU_SH, [*slurm, "--", *JOB], env, cwd=tmp_path)
+    script = tmp_path / "out" / "job.sbatch"
+    lines = script.read_text().splitlines()
+    assert "#SBATCH --exclusive" in lines
+    assert not any(line.startswith("#SBATCH --cpus-per-task") for line in lines)
+    dump = tmp_path / "srun.json"
+    run_env = dict(env, FAKE_DUMP=str(dump), SLURM_CPUS_ON_NODE="96")
+    r = subprocess.run(["bash", str(script)], env=run_env, cwd="/", capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(dump.read_text())["env"]["SRUN_CPUS_PER_TASK"] == "96"
 
 
 def test_gpu_slurm_missing_nodes_exits_2(env, tmp_path):
@@ -332,11 +382,47 @@ def test_gpu_slurm_missing_nodes_exits_2(env, tmp_path):
 def test_gpu_local_runs_job_with_env(env, tmp_path):
     dump = tmp_path / "local.json"
     write_exe(tmp_path / "job", DUMP)
-    sh(GPU_SH, ["local", "--data-dir", "/data/tfds", "--", str(tmp_path / "job"), *JOB[1:]],
-       dict(env, FAKE_DUMP=str(dump)), cwd=tmp_path)
+    sh(GPU_SH, ["local", "--allow-cpu", "--data-dir", "/data/tfds", "--", str(tmp_path / "job"),
+                *JOB[1:]], dict(env, FAKE_DUMP=str(dump)), cwd=tmp_path)
     got = json.loads(dump.read_text())
     assert got["argv"] == JOB[1:]
     assert got["env"]["TF_CPP_MIN_LOG_LEVEL"] == "3" and got["env"]["TFDS_DATA_DIR"] == "/data/tfds"
+    assert got["env"]["SIMCLR_JAX_REQUIRE_BACKEND"] == ""  # --allow-cpu: no requirement
+
+
+def test_gpu_local_refuses_to_start_a_job_on_a_cpu_only_jax(env, tmp_path):
+    """This host's JAX is the CPU build (requirements.txt's): the job's own interpreter reports
+    backend 'cpu', so gpu.sh stops with one error line naming the fix and never starts it."""
+    marker = tmp_path / "started"
+    job = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    p = sh(GPU_SH, ["local", "--", *job], env, cwd=tmp_path, check=False)
+    assert p.returncode == 2, p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("gpu.sh: error: JAX's backend is 'cpu', not gpu"), line
+    assert f'jax[cuda12]=={jax_pin()}' in line and "--allow-cpu" in line, line
+    assert not marker.exists()
+    sh(GPU_SH, ["local", "--allow-cpu", "--", *job], env, cwd=tmp_path)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("cuda", ["12", "13"])
+def test_gpu_install_dry_run_installs_jax_cuda_build(env, tmp_path, cuda):
+    venv = tmp_path / "venv"
+    p = sh(GPU_SH, ["install", "--dry-run", "--venv", str(venv), "--cuda", cuda], env)
+    steps = [shlex.split(line[2:]) for line in p.stdout.splitlines()]
+    assert steps == [
+        ["python3.11", "-m", "venv", str(venv)],
+        [f"{venv}/bin/pip", "install", "-q", "-U", "pip"],
+        [f"{venv}/bin/pip", "install", "-r", str(ROOT / "requirements.txt"),
+         f"jax[cuda{cuda}]=={jax_pin()}"],
+        [f"{venv}/bin/pip", "install", "--no-deps", "-e", str(ROOT)],
+    ]
+    assert not venv.exists()
+
+
+def test_gpu_install_bad_cuda_exits_2(env):
+    p = sh(GPU_SH, ["install", "--cuda", "11"], env, check=False)
+    assert p.returncode == 2 and "--cuda must be 12 or 13" in p.stderr
 
 
 def test_gpu_local_dry_run(env):

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -119,12 +120,38 @@ def compile_then_meet(step_fn: Callable, state, batches: Iterator[dict]) -> Iter
     yield from batches
 
 
+def detected_cluster() -> type | None:
+    """The cluster environment jax.distributed.initialize() would detect on its own, or None.
+
+    JAX's own detection (its ClusterEnv subclasses, in JAX's order, opt-in ones left out), not a
+    list of variables of ours: a TPU VM created with gcloud is recognised from its GCE metadata
+    (GceTpuCluster), GKE from TPU_WORKER_HOSTNAMES, SLURM and Open MPI from their launchers'
+    variables. Off a TPU VM and outside those launchers this reads a few variables only.
+    """
+    from jax._src import clusters
+
+    return next((env for env in clusters.ClusterEnv._cluster_types
+                 if not env.opt_in_only_method and env.is_env_present()), None)
+
+
 def in_cluster() -> bool:
-    """True in a multi-process launch that jax.distributed.initialize() detects on its own:
-    a multi-host Cloud TPU slice, SLURM or Open MPI with more than one task."""
-    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    return ("," in hosts or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-            or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
+    """True in a multi-process launch that jax.distributed.initialize() detects on its own.
+
+    A detected environment with a single process (a single-host TPU VM, a one-task SLURM job)
+    does not count: JAX runs one process without a distributed client (as before), and on
+    SLURM an initialize() would restrict that process to one GPU (SLURM_LOCALID). Where the
+    probe itself fails (a Kubernetes pod that is no Job, an unreachable metadata server), the
+    job runs as one process and says why.
+    """
+    try:
+        env = detected_cluster()
+        return env is not None and env.get_process_count() > 1
+    except Exception as e:  # JAX's probes raise whatever their clients raise
+        logging.warning("JAX's cluster detection failed (%s: %s); running as one process. For "
+                        "a multi-process job pass --coordinator_address=HOST:PORT of process 0, "
+                        "--num_processes and --process_id to every process.",
+                        type(e).__name__, e)
+        return False
 
 
 def multi_process(coordinator_address: str | None, num_processes: int | None) -> bool:
@@ -149,15 +176,20 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
                            heartbeat_timeout_s: int = 100) -> None:
     """jax.distributed.initialize when running multi-process; no-op for a single process.
 
-    On Cloud TPU pods (and SLURM / Open MPI clusters) every argument is auto-detected; the flags
-    are for other clusters and local multi-process tests. If the processes have not all met at
-    the coordinator within `timeout_s`, the job ends with one `error:` line and exit code 2.
-    A process that stops sending heartbeats for `heartbeat_timeout_s` counts as lost: JAX then
-    ends all the others (core/supervise.py turns that into one error line).
+    On Cloud TPU VMs and pod slices (gcloud or GKE), SLURM and Open MPI clusters every argument
+    is auto-detected by JAX (in_cluster); the flags are for other clusters and local
+    multi-process tests. If the processes have not all met at the coordinator within
+    `timeout_s`, the job ends with one `error:` line and exit code 2. A process that stops
+    sending heartbeats for `heartbeat_timeout_s` counts as lost: JAX then ends all the others
+    (core/supervise.py turns that into one error line).
     """
     check_process_flags(coordinator_address, num_processes, process_id)
     if not multi_process(coordinator_address, num_processes):
         return
+    # Only what the flags give: JAX's cluster detection fills in the rest.
+    given = {k: v for k, v in (("coordinator_address", coordinator_address),
+                               ("num_processes", num_processes),
+                               ("process_id", process_id)) if v is not None}
     # When the processes cannot meet, JAX aborts the whole process from C++ (no Python
     # exception to catch), so a watchdog thread reports it first, naming what to check.
     watchdog = threading.Timer(timeout_s, _coordinator_timeout,
@@ -165,9 +197,7 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
     watchdog.daemon = True
     watchdog.start()
     try:
-        jax.distributed.initialize(coordinator_address=coordinator_address,
-                                   num_processes=num_processes, process_id=process_id,
-                                   initialization_timeout=timeout_s + 60,
+        jax.distributed.initialize(**given, initialization_timeout=timeout_s + 60,
                                    heartbeat_timeout_seconds=heartbeat_timeout_s)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"could not start multi-process JAX ({e}): outside Cloud TPU, SLURM "

@@ -29,6 +29,7 @@ from simclr_jax.core import (
     parallel,
     resume,
     run_report,
+    shared_workdir,
     workdir_lock,
 )
 from simclr_jax.core.preemption import PreemptionWatcher
@@ -209,7 +210,7 @@ def watched_input(batches: Iterator[dict], watchdog: StallWatchdog) -> Iterator[
 
 
 # (config, train split, mesh) -> fn(state) -> extra metrics for the log rows (the kNN monitor,
-# evals/knn.py: a higher layer, so the pretrain command passes it in).
+# evals/monitor.py: a higher layer, so the pretrain command passes it in).
 MonitorFactory = Callable[[ml_collections.ConfigDict, sources.Source, Any],
                           Callable[[TrainState], dict[str, float]]]
 
@@ -229,13 +230,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     checkpoint in `workdir` if any.
 
     With config.knn_every_steps > 0, `monitor(config, split, mesh)(state)` adds its metrics
-    to the log rows of every knn_every_steps-th step (the pretrain job passes evals.knn.Monitor).
-    One job per workdir (core/workdir_lock.py); resuming checks the config against the
+    to the log rows of every knn_every_steps-th step (the pretrain job passes
+    evals.monitor.Monitor).
+    The workdir must be one every process sees (core/shared_workdir.py); one job per workdir
+    (core/workdir_lock.py); resuming checks the config against the
     checkpoint's (core/resume.py) before any work; a finished run is not trained again.
     """
     t_start = time.time()
     mesh = parallel.make_mesh()
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    shared_workdir.check_shared(workdir)  # a lock on a per-host disk would lock nothing
     with workdir_lock.locked(str(checkpointing.absolute(workdir))):
         start = resume.newest_intact_step(workdir)
         if start is not None:
@@ -288,7 +292,7 @@ def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int
     knn_monitor = None
     if config.knn_every_steps:
         if monitor is None:
-            raise ValueError("config.knn_every_steps > 0 needs monitor= (evals.knn.Monitor)")
+            raise ValueError("config.knn_every_steps > 0 needs monitor= (evals.monitor.Monitor)")
         knn_monitor = monitor(config, split, mesh)
     data = input_batches(split, config, start)
     progress = (periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)

@@ -3,15 +3,11 @@
 With simulated CPU devices (`--xla_force_host_platform_device_count=N`, how users debug the
 data-parallel step on a laptop), XLA:CPU runs every device's computation in one process, and
 an all-reduce waits until all N devices arrive. Under XLA:CPU's concurrency-optimised
-scheduler (its default) the full-width ResNet-18 CIFAR step at B=128 deadlocked on the 2-core
-dev machine (2026-12-02), on 2 simulated devices in 2 of 3 runs and on 8 in 2 of 3: the
-devices waited in different all-reduces (op 11 and op 87 in one run) until XLA aborted the
-process after 40 s (`Termination timeout for all reduce ...`). Width 1/2 at B=256 and width 1
-at B=16 ran.
-
-With that scheduler off the same step ran in 13 of 13 runs (3.4-3.7 s a step on 2 devices,
-7.0-7.3 s on 8, against 3.3 s on 1). So a job turns it off where one process drives several
-CPU devices; one device, TPU and GPU are left as they are. An explicit setting of the flag in
+scheduler (its default) the full-width ResNet-18 CIFAR step can deadlock: the devices wait in
+different all-reduces until XLA aborts the process (`Termination timeout for all reduce ...`;
+the measurements are in docs/failure_modes.md). With that scheduler off the same step runs, so a
+job turns it off where one process drives several CPU devices; one device, TPU and GPU are
+left as they are. An explicit setting of the flag in
 XLA_FLAGS wins. No JAX or XLA option says "order the collectives", hence this.
 """
 

@@ -159,13 +159,6 @@ def feature_cache(workdir: str | None, config: ml_collections.ConfigDict, pre: P
 
 # ---- Metrics -----------------------------------------------------------------------------------
 
-def to_host(x: jax.Array) -> np.ndarray:
-    """A global array's full value on this host (small arrays: metrics, tests)."""
-    if jax.process_count() == 1:
-        return np.asarray(x)
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def metric_sums(scores, labels, mask, with_loss=True) -> dict[str, jax.Array]:
     """Masked sums of top-1 / top-5 hits (and cross-entropy) of one batch (traceable)."""
     k = min(5, scores.shape[-1])

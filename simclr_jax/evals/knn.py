@@ -1,4 +1,4 @@
-"""Weighted kNN evaluation of h (Wu et al. 2018, "InstDisc"): a job and a pretraining monitor.
+"""Weighted kNN evaluation of h (Wu et al. 2018, "InstDisc"): the maths and the kNN job.
 
 Each test example's L2-normalised h is compared (cosine) with the h of every training example;
 its k nearest neighbours vote for their class with weight exp(sim / T) (k=200, T=0.1 by
@@ -23,18 +23,12 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import PartitionSpec as P
 
-from simclr_jax.core import parallel
 from simclr_jax.core.losses import l2_normalize
 from simclr_jax.core.parallel import DATA_AXIS
-from simclr_jax.core.train import TrainState
-from simclr_jax.data import sources
 from simclr_jax.data.sources import Source
-from simclr_jax.errors import UserError
-from simclr_jax.evals import features, jobs, linear_cached
-from simclr_jax.evals.classifier import Classifier
+from simclr_jax.evals import features, jobs
 from simclr_jax.evals.features import BANK_SPEC, Bank
 from simclr_jax.evals.pretrained import Pretrained
-from simclr_jax.models.simclr import build_encoder
 
 
 @partial(jax.jit, static_argnames=("num_classes", "k", "temperature"))
@@ -120,15 +114,6 @@ def knn_eval(pre: Pretrained, train: Source, test: Source, *, image_size: int, k
     return bank_metrics(*banks, k=k, temperature=temperature, mesh=mesh)
 
 
-def probe_metrics(probe: dict, test: features.Bank, mesh) -> dict[str, float]:
-    """Exact top-1 / top-5 of the online probe (a dense layer on h) on the eval bank."""
-    model = Classifier(None, None, test.num_classes, frozen_encoder=True)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params={"classifier": probe},
-                       batch_stats={}, opt_state=())
-    (metrics,) = linear_cached.eval_on_bank(model, (state,), test, mesh)
-    return {"probe_eval_top1": metrics["top1"], "probe_eval_top5": metrics["top5"]}
-
-
 def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
              workdir: str | None = None) -> dict:
     """jobs.EvaluateFn of the kNN job: one metrics row at the checkpoint's step (with
@@ -143,49 +128,6 @@ def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
     writer.write_scalars(pre.step, {"knn_top1": results["knn_top1"],
                                     "knn_top5": results["knn_top5"]})
     return {**results, "num_train_examples": jobs.num_train_examples(splits)}
-
-
-class Monitor:
-    """kNN accuracy of the encoder being pretrained: core.train.train_and_evaluate's monitor.
-
-    The bank is the pretraining split (unaugmented), the queries config.eval_split; both are
-    streamed through the encoder at every evaluation, never held in host memory.
-    """
-
-    def __init__(self, config: ml_collections.ConfigDict, train: Source, mesh):
-        def open_split(split: str) -> Source:
-            return sources.open_source(config, split, process_index=jax.process_index(),
-                                       process_count=jax.process_count(), for_eval=True)
-
-        # A random-access pretraining split is the whole split on every process: the bank as
-        # it is. A streamed one is this process's equal shard: reopened for an exact pass.
-        if not (isinstance(train, Source) and train.random_access):
-            train = open_split(config.train_split)
-        test = open_split(config.eval_split)
-        if train.num_classes == 0 or test.num_classes == 0:
-            raise UserError(f"config.knn_every_steps={config.knn_every_steps} needs labels, but "
-                            f"dataset {config.dataset!r} has none: set config.knn_every_steps=0")
-        self.config, self.train, self.test, self.mesh = config, train, test, mesh
-        self.encoder = build_encoder(config)
-        parallel.check_global_batch(config.batch_size, mesh)
-
-    def __call__(self, state) -> dict[str, float]:
-        """{'knn_top1', 'knn_top5'} of the encoder in `state` (a core.train.TrainState), and
-        {'probe_eval_top1', 'probe_eval_top5'} of its online probe if it has one."""
-        c = self.config
-        pre = Pretrained(module=self.encoder, width=self.encoder.out_width,
-                         step=int(state.step), config=c, path="",
-                         variables={"params": state.params["encoder"],
-                                    "batch_stats": state.batch_stats["encoder"]})
-        train, test = (features.compute(pre, source, image_size=c.image_size,
-                                        global_batch=c.batch_size, mesh=self.mesh)
-                       for source in (self.train, self.test))
-        results = bank_metrics(train, test, k=c.knn_k, temperature=c.knn_temperature,
-                               mesh=self.mesh)
-        out = {"knn_top1": results["knn_top1"], "knn_top5": results["knn_top5"]}
-        if "probe" in state.params:
-            out.update(probe_metrics(state.params["probe"], test, self.mesh))
-        return out
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, wait: bool = False,

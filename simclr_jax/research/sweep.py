@@ -37,7 +37,7 @@ from simclr_jax.config import validate
 from simclr_jax.core import backend, parallel, train
 from simclr_jax.data import splits as data_splits
 from simclr_jax.errors import UserError
-from simclr_jax.evals import knn
+from simclr_jax.evals import knn, monitor
 from simclr_jax.models import build_model
 from simclr_jax.research import experiments, supervised, sweep_report
 
@@ -138,7 +138,7 @@ def run_variant(variant: dict, exp: dict, vdir: Path, splits: tuple) -> dict:
                                           jax.random.PRNGKey(config.seed))
         else:
             validate(config)
-            state = train.train_and_evaluate(config, str(vdir), monitor=knn.Monitor)
+            state = train.train_and_evaluate(config, str(vdir), monitor=monitor.Monitor)
             variables = {"params": {k: v for k, v in state.params.items() if k != "probe"},
                          "batch_stats": state.batch_stats}
 

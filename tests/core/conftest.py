@@ -1,6 +1,10 @@
-"""Fixtures of the core tests: the independent numpy references of the loss tests."""
+"""Fixtures of the core tests: the independent numpy references of the loss tests, and a
+simulated Cloud TPU VM for JAX's cluster detection."""
 
-from collections.abc import Callable
+import http.server
+import os
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -76,3 +80,100 @@ def official_nt_xent() -> Callable[[np.ndarray, np.ndarray, float], dict[str, fl
 def numeric_grad() -> Callable[..., np.ndarray]:
     """numeric_grad(f, x, eps=1e-6): central finite differences of a scalar f at x."""
     return _numeric_grad
+
+
+# ---- A Cloud TPU VM, as JAX's cluster detection sees one -----------------------------------
+
+class _MetadataHandler(http.server.BaseHTTPRequestHandler):
+    """GCE's metadata server: /computeMetadata/v1/instance/attributes/<key> -> its value."""
+
+    attributes: dict[str, str] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        key = self.path.rsplit("/", 1)[-1]
+        ok = self.headers.get("Metadata-Flavor") == "Google" and key in self.attributes
+        body = self.attributes.get(key, "").encode() if ok else b"not found"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def tpu_vm_attributes(hosts: list[str], worker: int) -> dict[str, str]:
+    """The metadata attributes JAX's GceTpuCluster reads on worker `worker` of a slice whose
+    workers are `hosts` (what `gcloud compute tpus tpu-vm create` sets up)."""
+    return {"agent-worker-number": str(worker), "worker-network-endpoints": ",".join(hosts),
+            "tpu-env": f"WORKER_ID: '{worker}'\nACCELERATOR_TYPE: 'v4-{8 * len(hosts)}'\n"}
+
+
+@pytest.fixture
+def metadata_server() -> Iterator[Callable[[dict[str, str]], str]]:
+    """metadata_server(attributes): a GCE metadata server on localhost serving `attributes`;
+    returns its host:port (what JAX's GCE_METADATA_IP names). Closed after the test."""
+    servers = []
+
+    def serve(attributes: dict[str, str]) -> str:
+        handler = type("Handler", (_MetadataHandler,), {"attributes": dict(attributes)})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"127.0.0.1:{server.server_address[1]}"
+
+    try:
+        yield serve
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def _without_launcher_variables(monkeypatch) -> None:
+    for key in list(os.environ):
+        if key.startswith(("SLURM_", "OMPI_", "PMIX_", "MEGASCALE_", "TPU_", "JAX_COORDINATOR")) \
+                or key == "KUBERNETES_SERVICE_HOST":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def tpu_vm(monkeypatch, metadata_server) -> Callable[[list[str], int], None]:
+    """tpu_vm(hosts, worker): this process is worker `worker` of a TPU VM slice of `hosts`, as
+    a VM created with `gcloud compute tpus tpu-vm create` presents it to JAX: the TPU chips
+    found (jax's running_in_cloud_tpu_vm) and a metadata server (here on localhost, reached
+    through JAX's GCE_METADATA_IP) with the slice's attributes. No launcher variables are set."""
+    from jax._src.clusters import cloud_tpu_cluster
+
+    _without_launcher_variables(monkeypatch)
+    # jax's cloud_tpu_init sets this from the PCI bus (TPU chips found); the module holds a copy.
+    monkeypatch.setattr(cloud_tpu_cluster, "running_in_cloud_tpu_vm", True)
+
+    def configure(hosts: list[str], worker: int) -> None:
+        monkeypatch.setenv("GCE_METADATA_IP", metadata_server(tpu_vm_attributes(hosts, worker)))
+
+    return configure
+
+
+@pytest.fixture
+def cluster_task_envs(metadata_server) -> Callable[[str, int, int], list[dict[str, str]]]:
+    """cluster_task_envs(kind, ntasks, port): the variables each of `ntasks` processes on this
+    host gets from a launcher JAX detects, with no coordinator flags. kind 'slurm': what `srun`
+    sets (those JAX's SlurmCluster reads); 'gcloud_tpu': workers of a TPU VM slice made with
+    gcloud (a metadata server each; SIMCLR_TEST_TPU_VM makes tests/support/sitecustomize.py
+    report TPU chips to JAX). JAX_COORDINATOR_PORT is JAX's own override of its port choice."""
+
+    def envs(kind: str, ntasks: int, port: int) -> list[dict[str, str]]:
+        if kind == "slurm":
+            return [{"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "localhost",
+                     "SLURM_STEP_NUM_NODES": "1", "SLURM_NTASKS": str(ntasks),
+                     "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i),
+                     "JAX_COORDINATOR_PORT": str(port)} for i in range(ntasks)]
+        if kind == "gcloud_tpu":
+            hosts = ["127.0.0.1"] * ntasks
+            return [{"SIMCLR_TEST_TPU_VM": "1", "JAX_COORDINATOR_PORT": str(port),
+                     "GCE_METADATA_IP": metadata_server(tpu_vm_attributes(hosts, i))}
+                    for i in range(ntasks)]
+        raise ValueError(kind)
+
+    return envs

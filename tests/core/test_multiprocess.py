@@ -60,10 +60,12 @@ class Processes:
         self.logs: list[Path] = []
 
     def start(self, *args: str, devices: int, cache_dir: Path | None = None,
-              name: str = "job", script: Path | None = None) -> subprocess.Popen:
-        """`python -m simclr_jax.pretrain ARGS` (or `python SCRIPT ARGS`) on `devices`."""
+              name: str = "job", script: Path | None = None,
+              env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+        """`python -m simclr_jax.pretrain ARGS` (or `python SCRIPT ARGS`) on `devices`, with
+        the variables `env_extra` added to this environment."""
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                   TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
+                   TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0", **(env_extra or {}))
         if cache_dir is not None:  # reruns of one topology reuse its compiled programs
             env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
@@ -408,3 +410,49 @@ def test_batch_not_divisible_by_global_device_count(tmp_path, tfds_dir, procs):
     for p in group:
         error = one_error_line(procs.output(p))
         assert "batch size 12 (config.batch_size) is not divisible by the 8 devices" in error
+
+
+
+@pytest.mark.slow(150)
+@pytest.mark.parametrize("cluster", ["gcloud_tpu", "slurm"])
+def test_a_detected_cluster_needs_no_coordinator_flags(tmp_path, tfds_dir, procs, cluster,
+                                                       cluster_task_envs):
+    """Two processes of a simulated launch (workers of a gcloud-made TPU VM slice, or the tasks
+    of `srun -n 2`) run the real pretrain command with no coordinator flags: JAX's cluster
+    detection makes them one 2-process job (1 device each, the global batch over both), which
+    trains and writes its final checkpoint once."""
+    workdir = tmp_path / cluster
+    envs = cluster_task_envs(cluster, 2, free_port())
+    group = [procs.start(f"--workdir={workdir}", f"--config.data_dir={tfds_dir}", *FLAGS,
+                         "--config.num_train_steps=2", "--config.batch_size=16",
+                         devices=1, name=f"{cluster}{i}", env_extra=env)
+             for i, env in enumerate(envs)]
+    codes = procs.wait(group, RUN_TIMEOUT_S)
+    assert codes == [0, 0], "\n".join(procs.output(p)[-3000:] for p in group)
+    saved = [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved == ["2"], saved
+    # One job, not two: only process 0 writes metrics (one row per step), and each process
+    # counts the other's device.
+    assert [r["step"] for r in metric_rows(workdir) if "loss" in r] == [1, 2]
+    for i, p in enumerate(group):
+        assert f"2 devices in 2 processes, 1 here (process {i})" in procs.output(p), \
+            procs.output(p)[-3000:]
+
+
+@pytest.mark.slow(60)
+def test_a_workdir_the_processes_do_not_share_is_refused(tmp_path, tfds_dir, procs):
+    """Each process names a directory on its own "disk" (as --workdir=runs/x does on every
+    host of a pod): every process stops with one error naming the fix, before any work."""
+    address = f"127.0.0.1:{free_port()}"
+    workdirs = [tmp_path / f"host{i}" / "run" for i in range(2)]
+    group = [procs.start(f"--workdir={workdirs[i]}", f"--config.data_dir={tfds_dir}", *FLAGS,
+                         "--config.num_train_steps=2", f"--coordinator_address={address}",
+                         "--num_processes=2", f"--process_id={i}", devices=1, name=f"host{i}")
+             for i in range(2)]
+    assert procs.wait(group, RUN_TIMEOUT_S) == [2, 2], procs.output(group[0])[-3000:]
+    for p in group:
+        error = one_error_line(procs.output(p))
+        assert "is not shared by the 2 processes: processes [1] do not see" in error, error
+        assert "gs://" in error and "shared filesystem" in error, error
+    for workdir in workdirs:  # nothing trained, nothing written, no probe left behind
+        assert sorted(p.name for p in workdir.iterdir()) == [], list(workdir.iterdir())

@@ -9,7 +9,7 @@ import pytest
 from simclr_jax.config import base_config
 from simclr_jax.core import checkpointing, resume, train
 from simclr_jax.errors import UserError
-from simclr_jax.evals import knn
+from simclr_jax.evals import monitor
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_unreadable_step_without_manifest_falls_back_and_training_continues_exac
     target = max((p for p in (step4 / "state").rglob("*") if p.is_file()),
                  key=lambda p: p.stat().st_size)
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
-    train.train_and_evaluate(tiny_config(knn_every_steps=2), str(run), monitor=knn.Monitor)
+    train.train_and_evaluate(tiny_config(knn_every_steps=2), str(run), monitor=monitor.Monitor)
     assert (run / "corrupt_checkpoints" / "4").is_dir()
     assert checkpointing.finished_steps(checkpointing.checkpoint_dir(str(run))) == [2, 4]
     want = {r["step"]: r for r in metric_rows(pretrained_run) if "loss" in r}

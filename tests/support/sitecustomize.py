@@ -7,15 +7,19 @@ compile options differ per process), so without this every rerun of a 2-process 
 recompiles all of process 1's programs while process 0 waits for it in the first collective.
 Each process writes only its own keys to a local test directory, so nothing contends.
 
-The patch is applied when `jax._src.compiler` is first imported (a meta path hook), so Python
+With SIMCLR_TEST_TPU_VM=1, JAX's cluster detection also believes it runs on a Cloud TPU VM
+(jax's cloud_tpu_init decides that from TPU chips on the PCI bus): the test then serves the
+VM's metadata itself (GCE_METADATA_IP), as a slice made by `gcloud compute tpus tpu-vm create`
+presents it. The job still runs on the CPU.
+
+Each patch is applied when its module is first imported (a meta path hook), so Python
 processes that never import JAX pay nothing.
 """
 
 import importlib.abc
 import importlib.machinery
+import os
 import sys
-
-_MODULE = "jax._src.compiler"
 
 
 def _patch(compiler) -> None:
@@ -33,11 +37,24 @@ def _patch(compiler) -> None:
     compiler._cache_write = cache_write
 
 
+def _on_a_tpu_vm(cloud_tpu_cluster) -> None:
+    """JAX's TPU cluster detection as on a TPU VM; the metadata server is the test's."""
+    cloud_tpu_cluster.running_in_cloud_tpu_vm = True
+    os.environ.pop("TPU_SKIP_MDS_QUERY", None)  # set by cloud_tpu_init where no chips are found
+
+
+_PATCHES = {"jax._src.compiler": _patch}
+if os.environ.get("SIMCLR_TEST_TPU_VM") == "1":
+    _PATCHES["jax._src.clusters.cloud_tpu_cluster"] = _on_a_tpu_vm
+
+
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != _MODULE:
+        patch = _PATCHES.pop(name, None)
+        if patch is None:
             return None
-        sys.meta_path.remove(self)
+        if not _PATCHES:
+            sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
             return spec
@@ -45,7 +62,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_then_patch(module) -> None:
             exec_module(module)
-            _patch(module)
+            patch(module)
 
         spec.loader.exec_module = exec_then_patch
         return spec
