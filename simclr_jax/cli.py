@@ -262,9 +262,9 @@ def _supervise_multi_process() -> None:
         supervise.die_with_parent()
         return
     name = (f"process-{FLAGS.process_id}" if FLAGS.process_id is not None
-            else f"host-{socket.gethostname()}")
+            else f"host-{socket.gethostname()}-{os.getpid()}")  # hosts may run several
     workdir = FLAGS.workdir if "workdir" in FLAGS else "."
-    log = log_files.log_path(workdir, f"native-{name}.log")
+    log = log_files.native_log_path(workdir, f"native-{name}.log")
     process = name.replace("-", " ") if FLAGS.process_id is not None else "this process"
     raise SystemExit(supervise.run_child(log, process, FLAGS.heartbeat_timeout))
 

@@ -10,8 +10,8 @@ others' agents abort at once: their next error poll finds the coordinator gone.
 
 So a multi-process job runs as a small parent that starts the real job as its child (the same
 command line) and waits for it:
-- the child sends its native stderr to `<workdir>/logs/process-<id>.log` (core/native_log.py);
-  its own messages still reach the terminal;
+- the child sends its native stderr to `$TMPDIR/simclr_jax-logs/<workdir>/native-process-<id>.log`
+  (core/native_log.py, core/log_files.py); its own messages still reach the terminal;
 - the parent forwards SIGTERM (a preemption notice) to the child; the child dies with the
   parent (PR_SET_PDEATHSIG), so killing the parent kills the worker;
 - when the child dies of a signal, the parent reads the tail of that log and prints one line:
