@@ -5,6 +5,7 @@ import importlib.machinery
 import logging as pylogging
 import os
 import re
+import socket
 import sys
 import traceback
 import types
@@ -15,7 +16,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from simclr_jax import cpu, eval_config
-from simclr_jax.core import accelerator, compile_cache, parallel
+from simclr_jax.core import (
+    accelerator,
+    compile_cache,
+    log_files,
+    native_log,
+    parallel,
+    supervise,
+)
 from simclr_jax.errors import UserError, report_user_errors
 
 FLAGS = flags.FLAGS
@@ -206,6 +214,10 @@ def define_distributed_flags() -> None:
     flags.DEFINE_integer("distributed_timeout", 300,
                          "Multi-process: seconds to wait for all processes to reach the "
                          "coordinator before failing with an error.", lower_bound=1)
+    flags.DEFINE_integer("heartbeat_timeout", 100,
+                         "Multi-process: a process silent this many seconds counts as lost "
+                         "and the others stop with an error (JAX's heartbeat timeout).",
+                         lower_bound=1)
 
 
 def define_compilation_cache_flag() -> None:
@@ -234,7 +246,27 @@ def initialize_distributed_from_flags() -> None:
     jax.distributed.initialize must come first (importing simclr_jax builds none).
     """
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id, FLAGS.distributed_timeout)
+                                    FLAGS.process_id, FLAGS.distributed_timeout,
+                                    FLAGS.heartbeat_timeout)
+
+
+def _supervise_multi_process() -> None:
+    """Multi-process: the parent runs the job as its child and explains a native death (core/
+    supervise.py), never returning; the child diverts its native stderr to the log file."""
+    parallel.check_process_flags(FLAGS.coordinator_address, FLAGS.num_processes,
+                                 FLAGS.process_id)  # before a child is started for nothing
+    if not parallel.multi_process(FLAGS.coordinator_address, FLAGS.num_processes):
+        return
+    if supervise.is_child():
+        native_log.divert_native_stderr(supervise.child_log())
+        supervise.die_with_parent()
+        return
+    name = (f"process-{FLAGS.process_id}" if FLAGS.process_id is not None
+            else f"host-{socket.gethostname()}-{os.getpid()}")  # hosts may run several
+    workdir = FLAGS.workdir if "workdir" in FLAGS else "."
+    log = log_files.native_log_path(workdir, f"native-{name}.log")
+    process = name.replace("-", " ") if FLAGS.process_id is not None else "this process"
+    raise SystemExit(supervise.run_child(log, process, FLAGS.heartbeat_timeout))
 
 
 def define_eval_flags(job: str) -> None:
@@ -265,13 +297,22 @@ def run_command(body: Callable[[], None], *, distributed: bool = False) -> None:
         if len(argv) > 1:
             raise UserError(f"unexpected arguments: {argv[1:]}")
         quiet_library_logs()
+        if distributed:
+            _supervise_multi_process()
         prepared = cpu.prepare_process()  # before the backend starts
         if distributed:
             initialize_distributed_from_flags()
         cpu.finish_process_setup(prepared)
         if distributed:
             start_job_backend()
-        body()
+        try:
+            body()
+        except UserError:
+            raise
+        except Exception as e:
+            if distributed:  # a peer lost mid-collective: JAX's verdict names it
+                supervise.await_verdict(e, FLAGS.heartbeat_timeout)
+            raise
 
     app.run(main, flags_parser=parse_flags)
 

@@ -120,6 +120,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 100
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
+    # Stall watchdog (core/watchdog.py): a loop phase (input, step, checkpoint save) lasting this
+    # many seconds ends the job (exit 75, every thread's stack in <workdir>/logs) so a launcher
+    # restarts it; 0 turns it off. 10 min: hundreds of accelerator steps, and more than the
+    # first step's compilation or a checkpoint save of the largest models take.
+    c.stall_timeout_s = 600.0
     # kNN monitor (evals/monitor.py): weighted kNN of eval_split on the train split's h, logged
     # with the metrics every knn_every_steps (a multiple of log_every_steps); 0 turns it off.
     c.knn_every_steps = 0
@@ -281,5 +286,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     require(c.knn_every_steps >= 0 and c.knn_every_steps % c.log_every_steps == 0,
             "knn_every_steps", f"must be 0 (off) or a multiple of config.log_every_steps="
             f"{c.log_every_steps}, got {c.knn_every_steps}")
+    require(c.stall_timeout_s >= 0, "stall_timeout_s",
+            f"must be >= 0 (0 = no stall watchdog), got {c.stall_timeout_s}")
     require(c.knn_k >= 1, "knn_k", f"must be >= 1, got {c.knn_k}")
     require(c.knn_temperature > 0, "knn_temperature", f"must be > 0, got {c.knn_temperature}")

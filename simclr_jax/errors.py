@@ -26,3 +26,8 @@ def report_user_errors(main: Callable[..., None]) -> Callable[..., None]:
             raise SystemExit(2) from None
 
     return wrapped
+
+
+# Exit code of a job that stopped for a reason a rerun can fix (a stalled phase, a lost worker):
+# EX_TEMPFAIL of sysexits.h, so launchers can restart on it; the rerun resumes.
+RERUN_EXIT_CODE = 75

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from simclr_jax.core import supervise
 from simclr_jax.errors import UserError
 
 MANIFEST = "simclr_manifest.json"
@@ -185,8 +186,12 @@ class Writer:
                     raise self._error(self.pending[-1] if self.pending else -1, e) from None
                 logging.info("Orbax's manager closed with the failed save's error: %s", e)
 
-    def _error(self, step: int, cause: Exception) -> UserError:
+    def _error(self, step: int, cause: Exception) -> Exception:
+        """The UserError naming a failed save; a save that failed because another process of
+        the job vanished raises `cause` as it is (core/supervise.py names the lost process)."""
         self.failed = True
+        if supervise.peer_lost(cause):
+            return cause
         kept = [s for s in finished_steps(self.directory) if s != step]
         previous = (f"the previous checkpoint (step {kept[-1]}) is intact" if kept
                     else "no earlier checkpoint exists")

@@ -154,23 +154,37 @@ def in_cluster() -> bool:
         return False
 
 
+def multi_process(coordinator_address: str | None, num_processes: int | None) -> bool:
+    """True if these flags (or the cluster's environment) ask for a multi-process job."""
+    return bool(coordinator_address or num_processes or in_cluster())
+
+
+def check_process_flags(coordinator_address: str | None, num_processes: int | None,
+                        process_id: int | None) -> None:
+    """UserError for multi-process flags that cannot describe a job."""
+    if num_processes is not None and process_id is not None and not (
+            0 <= process_id < num_processes):
+        raise UserError(f"--process_id={process_id} is out of range for "
+                        f"--num_processes={num_processes}: use 0..{num_processes - 1}")
+    if process_id is not None and not multi_process(coordinator_address, num_processes):
+        raise UserError(f"--process_id={process_id} needs --num_processes and "
+                        f"--coordinator_address (host:port of process 0)")
+
+
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None, timeout_s: int = 300) -> None:
+                           process_id: int | None, timeout_s: int = 300,
+                           heartbeat_timeout_s: int = 100) -> None:
     """jax.distributed.initialize when running multi-process; no-op for a single process.
 
     On Cloud TPU VMs and pod slices (gcloud or GKE), SLURM and Open MPI clusters every argument
     is auto-detected by JAX (in_cluster); the flags are for other clusters and local
     multi-process tests. If the processes have not all met at the coordinator within
-    `timeout_s`, the job ends with one `error:` line and exit code 2.
+    `timeout_s`, the job ends with one `error:` line and exit code 2. A process that stops
+    sending heartbeats for `heartbeat_timeout_s` counts as lost: JAX then ends all the others
+    (core/supervise.py turns that into one error line).
     """
-    if num_processes is not None and process_id is not None and not (
-            0 <= process_id < num_processes):
-        raise UserError(f"--process_id={process_id} is out of range for "
-                        f"--num_processes={num_processes}: use 0..{num_processes - 1}")
-    if not (coordinator_address or num_processes or in_cluster()):
-        if process_id is not None:
-            raise UserError(f"--process_id={process_id} needs --num_processes and "
-                            f"--coordinator_address (host:port of process 0)")
+    check_process_flags(coordinator_address, num_processes, process_id)
+    if not multi_process(coordinator_address, num_processes):
         return
     # Only what the flags give: JAX's cluster detection fills in the rest.
     given = {k: v for k, v in (("coordinator_address", coordinator_address),
@@ -183,7 +197,8 @@ def initialize_distributed(coordinator_address: str | None, num_processes: int |
     watchdog.daemon = True
     watchdog.start()
     try:
-        jax.distributed.initialize(**given, initialization_timeout=timeout_s + 60)
+        jax.distributed.initialize(**given, initialization_timeout=timeout_s + 60,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_s)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"could not start multi-process JAX ({e}): outside Cloud TPU, SLURM "
                         f"and Open MPI pass --coordinator_address=HOST:PORT of process 0, "

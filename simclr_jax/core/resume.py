@@ -6,7 +6,8 @@ continues the same run only if every key that shapes it is unchanged. These keys
 
     num_epochs, num_train_steps          extend (or shorten) the run; the learning-rate
                                          schedule is recomputed for the new length
-    log_every_steps, checkpoint_every_steps, keep_checkpoints       bookkeeping
+    log_every_steps, checkpoint_every_steps, keep_checkpoints,
+    stall_timeout_s                                                  bookkeeping
     knn_every_steps, knn_k, knn_temperature, eval_split              the kNN monitor only
     data_dir                             where the same data lives (another disk, a bucket)
     conv_impl                            another implementation of the same convolutions
@@ -36,8 +37,8 @@ from simclr_jax.errors import UserError
 
 MAY_CHANGE = frozenset({
     "num_epochs", "num_train_steps", "log_every_steps", "checkpoint_every_steps",
-    "keep_checkpoints", "knn_every_steps", "knn_k", "knn_temperature", "eval_split",
-    "data_dir", "conv_impl"})
+    "keep_checkpoints", "stall_timeout_s", "knn_every_steps", "knn_k", "knn_temperature",
+    "eval_split", "data_dir", "conv_impl"})
 QUARANTINE = "corrupt_checkpoints"
 # The value of each key that changes the network or the objective for a checkpoint whose saved
 # config predates the key (what it was trained as); the current defaults are in config.py.

@@ -22,6 +22,7 @@ from simclr_jax.core import (
     backend,
     checkpointing,
     chunked_loss,
+    log_files,
     losses,
     metric_io,
     optim,
@@ -32,6 +33,7 @@ from simclr_jax.core import (
     workdir_lock,
 )
 from simclr_jax.core.preemption import PreemptionWatcher
+from simclr_jax.core.watchdog import StallWatchdog
 from simclr_jax.data import builders, pretrain_input, sources
 from simclr_jax.data.splits import ArraySplit
 from simclr_jax.errors import UserError
@@ -193,6 +195,20 @@ def input_batches(split: sources.Source | ArraySplit, config: ml_collections.Con
         process_count=jax.process_count())
 
 
+def watched_input(batches: Iterator[dict], watchdog: StallWatchdog) -> Iterator[dict]:
+    """`batches`, telling `watchdog` when the loop waits for the host input ('input'); once
+    the input has delivered, the loop is back in the phase that asked for it."""
+    batches = iter(batches)
+    while True:
+        phase = watchdog.phase
+        watchdog.enter("input")
+        batch = next(batches, None)
+        watchdog.enter(phase)
+        if batch is None:
+            return
+        yield batch
+
+
 # (config, train split, mesh) -> fn(state) -> extra metrics for the log rows (the kNN monitor,
 # evals/monitor.py: a higher layer, so the pretrain command passes it in).
 MonitorFactory = Callable[[ml_collections.ConfigDict, sources.Source, Any],
@@ -284,10 +300,18 @@ def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int
     history: list[tuple[int, dict]] = []
     t0, images = time.time(), 0
     preempted = PreemptionWatcher()
+    watchdog = StallWatchdog(config.stall_timeout_s, log_files.log_path(
+        workdir, f"stalled-process-{jax.process_index()}.txt"))
     try:
-        batches = parallel.compile_then_meet(
-            step_fn, state, parallel.prefetch_to_mesh(data, mesh, drop=("position",)))
+        # Start-up (the pipeline's first reads, compiling the step) has no fixed bound: the
+        # watchdog is armed once the first step has run.
+        watchdog.enter("compile", start)
+        batches = parallel.compile_then_meet(step_fn, state, parallel.prefetch_to_mesh(
+            watched_input(data, watchdog), mesh, drop=("position",)))
         for step, batch in zip(range(start + 1, num_steps + 1), batches, strict=False):
+            if step == start + 2:
+                watchdog.arm()
+            watchdog.enter("step", step)
             state, metrics = step_fn(state, batch)
             history.append((step, metrics))
             images += config.batch_size
@@ -301,16 +325,19 @@ def _train(config, workdir, mesh, parts: Training, state: TrainState, start: int
                 summary = summarize(history)
                 summary["images_per_sec"] = images / (time.time() - t0)
                 if knn_monitor is not None and step % config.knn_every_steps == 0:
+                    watchdog.enter("kNN monitor")
                     summary.update(knn_monitor(state))
                 writer.write_scalars(step, summary)
                 history, t0, images = [], time.time(), 0
             if save_now:
+                watchdog.enter("checkpoint save")  # waits for the previous save first
                 ckpt.save(step, state, config)
             if stop:
                 logging.warning("Preempted (SIGTERM): saved step %d of %d; rerun the same "
                                 "command to resume.", step, num_steps)
                 break
     finally:
+        watchdog.close()
         preempted.close()
         writer.flush()
     return state
