@@ -71,6 +71,7 @@ def measure(devices) -> dict:
     import numpy as np
 
     from simclr_jax.augment import views
+    from simclr_jax.augment.recipes import Augmentation
     from simclr_jax.config import base_config
     from simclr_jax.core import backend, optim, parallel, train
     from simclr_jax.models import build_model
@@ -105,7 +106,7 @@ def measure(devices) -> dict:
     jax.block_until_ready((state, m))
     step_s = (time.perf_counter() - t) / FLAGS.steps
 
-    aug = jax.jit(lambda st, bt: views.augment_views(c, st, bt))
+    aug = jax.jit(lambda st, bt: views.augment_views(Augmentation.from_config(c), st, bt))
     jax.block_until_ready(aug(state.step, batch))
     t = time.perf_counter()
     for _ in range(FLAGS.steps):

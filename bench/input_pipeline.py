@@ -192,6 +192,7 @@ def time_device(source, config, placements: dict, batch: int, num_classes: int):
     import jax
 
     from simclr_jax.augment import views
+    from simclr_jax.augment.recipes import Augmentation
     from simclr_jax.core import backend, optim, parallel, train
     from simclr_jax.models import build_model
 
@@ -208,7 +209,7 @@ def time_device(source, config, placements: dict, batch: int, num_classes: int):
         cp = c.copy_and_resolve_references()
         cp.update(overrides)
         host = parallel.global_batch(mesh, sample_batch(source, cp, batch))
-        f = jax.jit(lambda s, b, cp=cp: views.augment_views(cp, s, b))
+        f = jax.jit(lambda s, b, cp=cp: views.augment_views(Augmentation.from_config(cp), s, b))
         aug[name] = median_time(lambda f=f, host=host: f(0, host), 5)
         if name.startswith("default"):
             default_batch = host

@@ -185,13 +185,14 @@ def step_parts(ours: Ours) -> dict:
     import optax
 
     from simclr_jax.augment import views
+    from simclr_jax.augment.recipes import Augmentation
     from simclr_jax.core import losses, optim, train
 
     c, model, batch = ours.config, ours.model, ours.batch
     # A copy: the step donates ours.state's buffers on every call.
     state = jax.tree_util.tree_map(jnp.copy, ours.state)
     parts = {"host input (tf.data -> device)": host_input(c)}
-    augment = jax.jit(partial(views.augment_views, c))
+    augment = jax.jit(partial(views.augment_views, Augmentation.from_config(c)))
     x = augment(state.step, batch)
     parts["device augmentation"] = timed(augment, state.step, batch)
 

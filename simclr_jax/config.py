@@ -9,8 +9,8 @@ import ml_collections
 from ml_collections import config_dict
 
 from simclr_jax.augment.color import JITTER_IMPLS
-from simclr_jax.augment.ops import DEFAULT as DEFAULT_OPS
-from simclr_jax.augment.ops import parse_ops
+from simclr_jax.augment.recipes import DEFAULT as DEFAULT_OPS
+from simclr_jax.augment.recipes import parse_ops
 from simclr_jax.core.losses import LOSS_REDUCTIONS, LOSSES
 from simclr_jax.core.optim import LR_SCALINGS, OPTIMIZERS
 from simclr_jax.core.resume import LEGACY
@@ -53,9 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data_mode = "auto"  # TFDS: memory (decoded in RAM) | stream (TFRecords, per-process shard)
     c.folder_labels = "auto"  # folders: subfolders (= classes) | none (unlabelled) | auto
     c.skip_corrupt_images = False  # folders: skip and count unreadable files instead of stopping
-    # Where the augmentation runs: augment_on='device' (host crop + flip, device colour, grey,
-    # blur) or 'host' (all of it in tf.data); crop_on='device' moves the crop to the device too
-    # (the host decodes each image once into a crop_canvas_size canvas; 0 = auto).
+    # Where the augmentation runs (a placement: the same recipe, the same views): the host
+    # crops + flips in tf.data, then the colour recipe runs in the train step
+    # (augment_on='device') or on the host's CPU before the transfer ('host', uint8 views);
+    # crop_on='device' moves the crop to the device too (the host decodes each image once into
+    # a crop_canvas_size canvas; 0 = auto).
     c.augment_on = "device"
     c.crop_on = "host"
     c.crop_canvas_size = 0
@@ -264,9 +266,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
             "crop_on='device' needs augment_on='device' (the colour ops follow the crop)")
     require(c.crop_canvas_size >= 0, "crop_canvas_size",
             f"must be >= 0 (0 = auto), got {c.crop_canvas_size}")
-    if c.augment_on == "host" or c.crop_on == "device":
+    if c.crop_on == "device":  # custom ops crop whole images themselves, where they run
         require(c.view1_ops == c.view2_ops == DEFAULT_OPS, "view1_ops",
-                "custom view ops run on the device: use augment_on='device', crop_on='host'")
+                "custom view ops crop the whole image themselves: use crop_on='host'")
     require(c.batch_size > 0, "batch_size", f"must be > 0, got {c.batch_size}")
     require(c.num_train_steps > 0 or c.num_epochs > 0, "num_epochs",
             "num_epochs or num_train_steps must be > 0")

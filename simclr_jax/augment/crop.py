@@ -127,13 +127,16 @@ def crop_resize(canvas: jnp.ndarray, begin: jnp.ndarray, size: jnp.ndarray,
     y = jnp.einsum("oh,hwc,pw->opc", wy, canvas, wx, precision=jax.lax.Precision.HIGHEST)
     return jnp.clip(jnp.round(y), 0.0, 255.0)
 
+def flip(key: jax.Array, x: jnp.ndarray) -> jnp.ndarray:
+    """Horizontal flip with p = 0.5."""
+    return jnp.where(jax.random.uniform(key) < 0.5, x[:, ::-1], x)
+
 def crop_flip_view(key: jax.Array, canvas: jnp.ndarray, valid: jnp.ndarray, out: int,
                    area_min: float) -> jnp.ndarray:
     """One view of one example: float [0, 255] (out, out, 3)."""
     k_window, k_flip = jax.random.split(key)
     begin, size = sample_window(k_window, valid[0], valid[1], area_min)
-    view = crop_resize(canvas.astype(jnp.float32), begin, size, out)
-    return jnp.where(jax.random.bernoulli(k_flip), view[:, ::-1], view)
+    return flip(k_flip, crop_resize(canvas.astype(jnp.float32), begin, size, out))
 
 def crop_flip_batch(key: jax.Array, canvases: jnp.ndarray, valid: jnp.ndarray, out: int,
                     area_min: float) -> jnp.ndarray:

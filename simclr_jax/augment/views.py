@@ -1,60 +1,93 @@
-"""Both views of a training batch, on the device: the standard SimCLR pipeline or ablation ops.
+"""Both views of a training batch, and where their augmentation runs (a placement, not a second
+implementation: the same jnp recipes either way).
 
-The host has cropped and flipped each view (augment/crop.py); here, inside the jitted train
-step, each view gets colour jitter (p = 0.8), greyscale (p = 0.2) and, for ImageNet, blur
-(p = 0.5). Every example draws from its own key, fold_in(key, its index in the *global* batch),
-so the draw does not depend on how the batch is split over devices.
+- augment_on='device' (default): inside the jitted train step (`augment_views`); the host has
+  cropped and flipped each view (augment/crop.py), or sent one canvas per image that the device
+  crops twice (crop_on='device').
+- augment_on='host': `HostColor` runs the same recipe on the host's CPU backend on each batch
+  before it goes to the accelerator, rounded to uint8 (one byte per channel on the wire); the
+  train step then only rescales the views.
+
+Every example draws from its own key, fold_in(fold_in(step key, view), index in the *global*
+batch), so the draw depends neither on how the batch is split over devices and processes nor on
+the placement.
 """
+
+import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
+import numpy as np
 
-from simclr_jax.augment import crop, ops
-from simclr_jax.augment.blur import gaussian_blur
-from simclr_jax.augment.color import color_jitter, to_grayscale
+from simclr_jax.augment import crop, recipes
+from simclr_jax.augment.recipes import Augmentation
 
 
-def augment_view(key: jax.Array, image: jnp.ndarray, strength: float, jitter_prob: float,
-                 grey_prob: float, blur_prob: float, jitter_impl: str = "simclrv2"
-                 ) -> jnp.ndarray:
-    """The device part of one SimCLR view: [0,1] float image in, [0,1] float image out."""
-    k_apply_j, k_j, k_apply_g, k_apply_b, k_b = jax.random.split(key, 5)
-    jittered = color_jitter(k_j, image, strength, jitter_impl)
-    x = jnp.where(jax.random.uniform(k_apply_j) < jitter_prob, jittered, image)
-    x = jnp.where(jax.random.uniform(k_apply_g) < grey_prob, to_grayscale(x), x)
-    if blur_prob > 0:
-        x = jnp.where(jax.random.uniform(k_apply_b) < blur_prob, gaussian_blur(k_b, x), x)
-    return jnp.clip(x, 0.0, 1.0)
+def step_key(seed: int, step: jax.Array) -> jax.Array:
+    """The augmentation key of training step `step`."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), step)
 
-def augment_batch(key: jax.Array, images: jnp.ndarray, strength: float, jitter_prob: float = 0.8,
-                  grey_prob: float = 0.2, blur_prob: float = 0.0, jitter_impl: str = "simclrv2"
-                  ) -> jnp.ndarray:
-    """Augments a uint8 batch (B, H, W, 3); example i uses fold_in(key, i)."""
+def augment_batch(key: jax.Array, images: jnp.ndarray, augment_one: Callable,
+                  index: jnp.ndarray | None = None) -> jnp.ndarray:
+    """uint8 images (B, H, W, 3) -> [0, 1] float, image i by augment_one(fold_in(key, index[i]),
+    image); `index`: the images' positions in the global batch (default 0..B-1)."""
     x = images.astype(jnp.float32) / 255.0
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(images.shape[0]))
-    return jax.vmap(lambda k, im: augment_view(k, im, strength, jitter_prob, grey_prob,
-                                               blur_prob, jitter_impl))(keys, x)
+    index = jnp.arange(images.shape[0]) if index is None else index
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+    return jax.vmap(augment_one)(keys, x)
 
+def view_augmenter(aug: Augmentation, view: int) -> Callable:
+    """fn(key, [0, 1] image) -> the view's augmentation on the device: the paper's colour
+    recipe when both views are standard, else the view's ablation op list."""
+    if aug.uses_default:
+        return functools.partial(recipes.paper_color, aug=aug)
+    names = recipes.view_op_names(aug, aug.view_ops(view))
+    return lambda key, x: recipes.apply_ops(key, x, names, aug)
 
-def augment_views(config: ml_collections.ConfigDict, step: jax.Array,
+def augment_views(aug: Augmentation, step: jax.Array,
                   batch: dict[str, jax.Array]) -> jnp.ndarray:
-    """Device augmentation of both views, interleaved as (2B, H, W, 3): row 2i and 2i+1 are
-    image i's views, so the reshape is local to each device's shard (no resharding)."""
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-    if config.crop_on == "device":  # the host sent one canvas per image
+    """The views of a batch as the train step sees them, interleaved as (2B, H, W, 3): row 2i
+    and 2i+1 are image i's views, so the reshape is local to each device's shard."""
+    key = step_key(aug.seed, step)
+    if aug.crop_on == "device":  # the host sent one canvas per image
         batch = {**batch, **crop.crop_views(jax.random.fold_in(key, 3), batch,
-                                            config.image_size, config.crop_area_min)}
-    if config.augment_on == "host":  # tf.data already did everything
+                                            aug.image_size, aug.crop_area_min)}
+    if aug.augment_on == "host":  # HostColor already augmented them
         views = [batch[f"view{v}"].astype(jnp.float32) / 255.0 for v in (1, 2)]
-    elif ops.uses_default(config):
+    else:
         views = [augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
-                               config.color_jitter_strength, config.color_jitter_prob,
-                               config.grayscale_prob, config.blur_prob,
-                               config.color_jitter_impl)
-                 for v in (1, 2)]
-    else:  # per-view op lists (augmentation ablations); the host did not crop
-        views = [ops.augment_batch(jax.random.fold_in(key, v), batch[f"view{v}"],
-                                   config[f"view{v}_ops"], config) for v in (1, 2)]
+                               view_augmenter(aug, v)) for v in (1, 2)]
     x = jnp.stack(views, axis=1)
     return x.reshape((-1,) + x.shape[2:])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _color_on_host(aug: Augmentation, step: jax.Array, index: jax.Array,
+                   views: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    key = step_key(aug.seed, step)
+    return tuple(
+        jnp.round(augment_batch(jax.random.fold_in(key, v), images, view_augmenter(aug, v),
+                                index) * 255.0).astype(jnp.uint8)
+        for v, images in zip((1, 2), views, strict=True))
+
+
+class HostColor:
+    """augment_on='host': the views' colour recipe on the host CPU, per host batch.
+
+    Called with a batch of cropped uint8 views and their global stream positions (as
+    data/pretrain_input.py yields them); returns the batch with augmented uint8 views. Equal to
+    the device placement's views rounded to uint8.
+    """
+
+    def __init__(self, aug: Augmentation, global_batch: int):
+        self.aug, self.global_batch = aug, global_batch
+        self.cpu = jax.local_devices(backend="cpu")[0]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        position = batch["position"]
+        step, index = position[0] // self.global_batch, position % self.global_batch
+        args = jax.device_put((np.int32(step), index.astype(np.int32),
+                               (batch["view1"], batch["view2"])), self.cpu)
+        view1, view2 = _color_on_host(self.aug, *args)
+        return {**batch, "view1": np.asarray(view1), "view2": np.asarray(view2)}

@@ -17,7 +17,7 @@ from absl import logging
 from clu import periodic_actions
 from etils import epath
 
-from simclr_jax.augment import views
+from simclr_jax.augment import recipes, views
 from simclr_jax.core import (
     backend,
     checkpointing,
@@ -103,7 +103,7 @@ def loss_and_grads(params, batch_stats, x: jnp.ndarray, labels: jnp.ndarray, *, 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model, tx, schedule,
                config: ml_collections.ConfigDict, mesh) -> tuple[TrainState, dict]:
     """One SimCLR step over the global batch (jit it with the batch sharded over `mesh`)."""
-    x = views.augment_views(config, state.step, batch)
+    x = views.augment_views(recipes.Augmentation.from_config(config), state.step, batch)
     labels = jnp.repeat(batch["label"], 2)
     grads, metrics, batch_stats = loss_and_grads(state.params, state.batch_stats, x, labels,
                                                  model=model, config=config, mesh=mesh)

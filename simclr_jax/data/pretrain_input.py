@@ -1,6 +1,7 @@
 """Host side of the pretraining input: per example either two cropped+flipped uint8 views
-(default), two fully augmented views (augment_on='host'), or one decoded canvas that the device
-crops twice (crop_on='device').
+(default; with augment_on='host' their colour recipe then runs on the host CPU per batch:
+augment/views.py HostColor), or one decoded canvas that the device crops twice
+(crop_on='device').
 
 Training is a pure function of (config, seed, step): every random choice is a stateless op
 seeded by the example's position in the global stream (step * batch_size + row). Random-access
@@ -17,7 +18,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from simclr_jax.augment import crop, host, ops, tf_image
+from simclr_jax.augment import crop, recipes, tf_image, views
 from simclr_jax.data import folders, streaming
 from simclr_jax.data.sources import Source
 from simclr_jax.data.splits import ArraySplit
@@ -71,12 +72,12 @@ def host_views(config: ml_collections.ConfigDict):
     """The per-example host work for `config`: fn(image, position) -> dict of views.
 
     `image` is decoded uint8 or encoded bytes; `position` the example's global stream position,
-    which seeds every draw (view v: fold(fold((seed, salt), position), v); crop 0, flip 1,
-    colour 2 below that).
+    which seeds every draw (view v: fold(fold((seed, salt), position), v); crop 0, flip 1
+    below that).
     """
-    augment_on, crop_on = config.augment_on, config.crop_on
+    crop_on = config.crop_on
     canvas = canvas_size(config)
-    custom_ops = not ops.uses_default(config)
+    custom_ops = not recipes.Augmentation.from_config(config).uses_default
 
     def views(image: tf.Tensor, position: tf.Tensor) -> dict[str, tf.Tensor]:
         if crop_on == "device":  # both views are cropped on the accelerator
@@ -91,13 +92,8 @@ def host_views(config: ml_collections.ConfigDict):
         out = {}
         for v in (1, 2):
             seed = tf_image.fold(base, v)
-            view = crop.crop_and_flip(image, seed, config.image_size, config.crop_area_min)
-            if augment_on == "host":
-                view = host.color_augment(
-                    view, tf_image.fold(seed, 2), config.color_jitter_strength,
-                    config.color_jitter_prob, config.grayscale_prob, config.blur_prob,
-                    config.color_jitter_impl)
-            out[f"view{v}"] = view
+            out[f"view{v}"] = crop.crop_and_flip(image, seed, config.image_size,
+                                                 config.crop_area_min)
         return out
 
     return views
@@ -198,9 +194,13 @@ def read_failure(source: Source, seed: int, global_batch: int, step: int, proces
 def pretrain_batches(source: Source, config: ml_collections.ConfigDict, *, start_step: int = 0,
                      process_index: int = 0, process_count: int = 1,
                      ) -> Iterator[dict[str, np.ndarray]]:
-    """pretrain_dataset as numpy batches; an unreadable input becomes a UserError naming it."""
+    """pretrain_dataset as numpy batches (augment_on='host': colour-augmented on the host CPU);
+    an unreadable input becomes a UserError naming it."""
     ds = pretrain_dataset(source, config, start_step=start_step, process_index=process_index,
                           process_count=process_count)
+    aug = recipes.Augmentation.from_config(config)
+    place = (views.HostColor(aug, config.batch_size) if aug.augment_on == "host"
+             else lambda batch: batch)
     it, step = ds.as_numpy_iterator(), start_step
     while True:
         try:
@@ -210,5 +210,5 @@ def pretrain_batches(source: Source, config: ml_collections.ConfigDict, *, start
         except tf.errors.OpError as e:  # deterministic order: the failure is in this batch
             raise read_failure(source, config.seed, config.batch_size, step, process_index,
                                process_count, e) from None
-        yield batch
+        yield place(batch)
         step += 1

@@ -8,6 +8,7 @@ Row i: image i whole (shrunk to fit its tile), then `num_pairs` pairs (view 1, v
 uses step k's device keys and stream positions k * N + i, as training would at that step.
 """
 
+import dataclasses
 import os
 
 import jax
@@ -15,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from simclr_jax.augment import tf_image, views
+from simclr_jax.augment import recipes, tf_image, views
 from simclr_jax.config import validate
 from simclr_jax.data import builders, pretrain_input, sources
 from simclr_jax.errors import UserError
@@ -66,7 +67,10 @@ def augmentation_grid(config, num_images: int, num_pairs: int, tile: int) -> np.
 
     for i, original in enumerate(originals):
         place(i, 0, _fit(np.asarray(original), tile))
-    augment = jax.jit(lambda step, batch: views.augment_views(config, step, batch))
+    # augment_on is a placement: the device one draws the same views (without the host's
+    # uint8 rounding) from the host's crops.
+    aug = dataclasses.replace(recipes.Augmentation.from_config(config), augment_on="device")
+    augment = jax.jit(lambda step, batch: views.augment_views(aug, step, batch))
     for k in range(num_pairs):
         host = [host_views(read(x, 0)[0], tf.constant(k * len(source) + i, tf.int64))
                 for i, x in enumerate(images)]

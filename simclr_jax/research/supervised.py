@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from simclr_jax.augment import views
+from simclr_jax.augment.recipes import Augmentation
 from simclr_jax.config import validate
 from simclr_jax.core import metric_io, optim, parallel, train
 from simclr_jax.data.splits import ArraySplit
@@ -55,9 +56,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     params, batch_stats = variables["params"], variables["batch_stats"]
     opt_state = tx.init(params)
 
+    aug = Augmentation.from_config(config)
+
     @jax.jit
     def step_fn(params, batch_stats, opt_state, step, batch):
-        x = views.augment_views(config, step, batch)[0::2]  # view 1 of each image
+        x = views.augment_views(aug, step, batch)[0::2]  # view 1 of each image
 
         def loss_fn(params):
             (logits, _), updates = model.apply({"params": params, "batch_stats": batch_stats},

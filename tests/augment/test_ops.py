@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage
 import tensorflow as tf
 
-from simclr_jax.augment import crop
+from simclr_jax.augment import crop, recipes, views
 from simclr_jax.augment import ops as augment_ops
 from simclr_jax.config import base_config, validate
 from simclr_jax.data import pretrain_input
@@ -71,13 +71,14 @@ def test_gaussian_noise_statistics():
 def test_color_drop_is_tf_greyscale():
     img = known_image()
     expected = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(img)).numpy()
-    np.testing.assert_allclose(np.asarray(augment_ops.color_drop(jnp.asarray(img))), expected,
+    drop = recipes.ABLATIONS["drop"]
+    np.testing.assert_allclose(np.asarray(drop(None, jnp.asarray(img), None)), expected,
                                atol=1e-6)
 
 
 def test_flip_is_identity_or_mirror():
     img = known_image()
-    outs = [np.asarray(augment_ops.flip(k, jnp.asarray(img))) for k in keys(20)]
+    outs = [np.asarray(crop.flip(k, jnp.asarray(img))) for k in keys(20)]
     flipped = [np.array_equal(o, img[:, ::-1]) for o in outs]
     assert all(f or np.array_equal(o, img) for f, o in zip(flipped, outs, strict=True))
     assert 0 < sum(flipped) < 20
@@ -95,12 +96,16 @@ def test_crop_of_a_ramp_is_a_monotone_zoom_covering_at_least_area_min():
 
 
 def test_empty_spec_is_identity_and_ops_compose_in_order():
-    c = base_config()
+    aug = recipes.Augmentation.from_config(base_config())
     imgs = (np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3))).astype(np.uint8)
-    out = augment_ops.augment_batch(jax.random.PRNGKey(0), jnp.asarray(imgs), "", c)
-    np.testing.assert_allclose(np.asarray(out), imgs / 255.0, atol=1e-6)
-    both = augment_ops.augment_batch(jax.random.PRNGKey(0), jnp.asarray(imgs), "drop,sobel", c)
-    only = augment_ops.augment_batch(jax.random.PRNGKey(0), jnp.asarray(imgs), "sobel", c)
+
+    def augment(spec: str) -> jax.Array:
+        names = recipes.parse_ops(spec)
+        return views.augment_batch(jax.random.PRNGKey(0), jnp.asarray(imgs),
+                                   lambda k, x: recipes.apply_ops(k, x, names, aug))
+
+    np.testing.assert_allclose(np.asarray(augment("")), imgs / 255.0, atol=1e-6)
+    both, only = augment("drop,sobel"), augment("sobel")
     np.testing.assert_allclose(np.asarray(both), np.asarray(only), atol=2e-4)  # sobel greys
 
 
@@ -111,9 +116,9 @@ def test_with_custom_ops_the_host_passes_the_whole_image_unflipped(spec):
     img = (known_image(32) * 255).astype(np.uint8)
     c = base_config()
     c.image_size, c.view1_ops, c.view2_ops = 32, spec, "color"
-    views = pretrain_input.host_views(c)
+    host_views = pretrain_input.host_views(c)
     for position in range(8):
-        out = views(tf.constant(img), tf.constant(position, tf.int64))
+        out = host_views(tf.constant(img), tf.constant(position, tf.int64))
         np.testing.assert_array_equal(out["view1"].numpy(), img)
         np.testing.assert_array_equal(out["view2"].numpy(), img)
 

@@ -47,6 +47,7 @@ def main() -> None:
     from jax.experimental import multihost_utils
 
     from simclr_jax.augment import views
+    from simclr_jax.augment.recipes import Augmentation
     from simclr_jax.config import get_config
     from simclr_jax.core import train
 
@@ -80,7 +81,7 @@ def main() -> None:
 
     @jax.jit
     def grads_of(params, stats, batch, step):
-        x = views.augment_views(config, step, batch)
+        x = views.augment_views(Augmentation.from_config(config), step, batch)
         labels = jnp.repeat(batch["label"], 2)
         return train.loss_and_grads(params, stats, x, labels, model=parts.model, config=config,
                                     mesh=mesh)

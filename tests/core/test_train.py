@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from simclr_jax.augment import views
+from simclr_jax.augment.recipes import Augmentation
 from simclr_jax.core import optim, parallel, train
 from simclr_jax.cpu.conv import Im2ColConv
 from simclr_jax.models import build_model
@@ -41,7 +42,7 @@ def run_on(mesh, config, model, state, batch):
 
     @jax.jit
     def f(params, stats, gb):
-        x = views.augment_views(config, jnp.int32(3), gb)
+        x = views.augment_views(Augmentation.from_config(config), jnp.int32(3), gb)
         labels = jnp.repeat(gb["label"], 2)
         grads, metrics, new_stats = train.loss_and_grads(params, stats, x, labels, model=model,
                                                          config=config, mesh=mesh)

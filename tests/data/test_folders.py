@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simclr_jax.augment import views
+from simclr_jax.augment.recipes import Augmentation
 from simclr_jax.core import train
 from simclr_jax.data import pretrain_input, sources, splits
 from simclr_jax.errors import UserError
@@ -144,7 +145,7 @@ def test_each_augmentation_placement_feeds_the_train_step(tmp_path, tfds_dir, ov
     batch = next(pretrain_input.pretrain_batches(sources.open_source(config, "train"), config))
     expected = {"view1", "view2"} if not overrides.get("crop_on") else {"image", "image_valid"}
     assert expected <= set(batch)
-    x = np.asarray(jax.jit(lambda b: views.augment_views(config, 3, b))(
+    x = np.asarray(jax.jit(lambda b: views.augment_views(Augmentation.from_config(config), 3, b))(
         {k: v for k, v in batch.items() if k != "position"}))
     assert x.shape == (32, 16, 16, 3) and 0 <= x.min() and x.max() <= 1
     assert np.abs(x[0::2] - x[1::2]).mean() > 0.01  # two different views of each image
