@@ -185,9 +185,9 @@ def test_every_top_level_module_is_a_command_cli_or_a_base_module():
 
 
 def test_no_library_module_or_package_shares_a_command_name():
-    """`knn.py` and `evals/knn.py` made a newcomer open the wrong file: the library of command X
-    is X_lib (evals/knn_lib.py), a module at any depth below the top level (a .py file or a
-    package folder) never shares a command's name."""
+    """A command and a library of one name send a newcomer to the wrong file: the library of
+    command X is X_lib (evals/knn_lib.py), and no module at any depth below the top level (a .py
+    file or a package folder) shares a command's name."""
     clashes = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
                      if p.parent != PACKAGE and "__pycache__" not in p.parts
                      and ((p.is_file() and p.suffix == ".py" and p.stem in COMMANDS)
