@@ -108,8 +108,8 @@ def compare(pre, ev, workdir: str) -> dict:
 
     from simclr_jax.core import parallel, train
     from simclr_jax.evals import jobs as evaluation
-    from simclr_jax.evals import knn, monitor
-    from simclr_jax.evals import linear as linear_eval
+    from simclr_jax.evals import linear_eval_lib as linear_eval
+    from simclr_jax.evals import monitor, weighted_knn
     from simclr_jax.evals import pretrained as downstream
 
     run = os.path.join(workdir, "pretrain")
@@ -127,10 +127,10 @@ def compare(pre, ev, workdir: str) -> dict:
         t0 = time.time()
         results, _ = linear_eval.train_and_eval(encoder, config, mesh, writer)
         splits = evaluation.load_splits(config, "kNN")
-        neighbours = knn.knn_eval(encoder, splits.train_eval, splits.test,
-                                  image_size=config.image_size,
-                                  k=config.knn_k, temperature=config.knn_temperature,
-                                  global_batch=config.eval_batch_size, mesh=mesh)
+        neighbours = weighted_knn.knn_eval(encoder, splits.train_eval, splits.test,
+                                           image_size=config.image_size,
+                                           k=config.knn_k, temperature=config.knn_temperature,
+                                           global_batch=config.eval_batch_size, mesh=mesh)
         out[f"{name}_linear_top1"] = results["top1"]
         out[f"{name}_knn_top1"] = neighbours["knn_top1"]
         out[f"{name}_eval_s"] = round(time.time() - t0, 1)

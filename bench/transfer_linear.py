@@ -1,4 +1,4 @@
-"""Speed of the linear transfer protocol's regularisation path (evals/transfer/logreg.py):
+"""Speed of the linear transfer protocol's regularisation path (evals/transfer_lib/logreg.py):
 scikit-learn L-BFGS along 45 log-spaced strengths, warm-started, on synthetic features of a
 given size; prints one JSON line per point and a summary.
 
@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 
 from simclr_jax.core import parallel
-from simclr_jax.evals.transfer import lbfgs_device, logreg
+from simclr_jax.evals.transfer_lib import lbfgs_device, logreg
 
 flags.DEFINE_integer("n", 50000, "Training examples.")
 flags.DEFINE_integer("d", 512, "Feature width.")

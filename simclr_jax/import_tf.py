@@ -1,4 +1,5 @@
-"""Imports an official SimCLR TensorFlow checkpoint as a checkpoint of ours (evals/tf_import.py).
+"""Imports an official SimCLR TF checkpoint as one of ours (library: evals/import_tf_lib.py;
+the TF variable names -> our tree: models/tf_checkpoint.py).
 
     python -m simclr_jax.import_tf \\
         --checkpoint=gs://simclr-checkpoints/simclrv2/pretrained/r50_1x_sk0 \\
@@ -14,7 +15,7 @@ exponential-moving-average copy (ema_model/) of the released SimCLRv2 checkpoint
 from absl import flags
 
 from simclr_jax import cli
-from simclr_jax.evals import tf_import
+from simclr_jax.evals import import_tf_lib
 
 FLAGS = flags.FLAGS
 
@@ -30,7 +31,7 @@ def define_flags() -> None:
 
 
 def _run() -> None:
-    s = tf_import.import_checkpoint(FLAGS.checkpoint, FLAGS.workdir, ema=FLAGS.ema)
+    s = import_tf_lib.import_checkpoint(FLAGS.checkpoint, FLAGS.workdir, ema=FLAGS.ema)
     a = s["architecture"]
     print(f"import_tf: {s['checkpoint']} ({s['format']}{', ema' if s['ema'] else ''}, "
           f"{s['variables']} variables): ResNet-{a['depth']} x{a['width_multiplier']:g} "

@@ -1,4 +1,5 @@
-"""Curves of one or several runs' metrics.jsonl in one PNG (research/plots.py).
+"""Curves of one or several runs' metrics.jsonl in one PNG (library: research/plot_lib.py;
+transfer workdirs' bars: evals/transfer_lib/report.py).
 
     python -m simclr_jax.plot --workdir=runs/default              # -> runs/default/metrics.png
     python -m simclr_jax.plot --workdir=runs/a --workdir=runs/b --out=ab.png   # overlaid
@@ -11,8 +12,8 @@ import os
 from absl import flags
 
 from simclr_jax import cli
-from simclr_jax.evals.transfer import report
-from simclr_jax.research import plots
+from simclr_jax.evals.transfer_lib import report
+from simclr_jax.research import plot_lib
 
 
 def define_flags() -> None:
@@ -31,7 +32,7 @@ def _plot() -> None:
         print(f"wrote {report.write_bar_chart(f.workdir, out, f.title)}")
         return
     out = f.out or os.path.join(f.workdir[0], "metrics.png")
-    print(f"wrote {plots.write_plot(f.workdir, out, f.title)}")
+    print(f"wrote {plot_lib.write_plot(f.workdir, out, f.title)}")
 
 
 def main() -> None:

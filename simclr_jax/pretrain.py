@@ -1,4 +1,5 @@
-"""SimCLR pretraining job (the work is core/train.py's train_and_evaluate).
+"""SimCLR pretraining job (library: core/train.py, train_and_evaluate; the name flax's imagenet
+example gives it, kept rather than core/pretrain_lib.py; the kNN monitor: evals/monitor.py).
 
     python -m simclr_jax.pretrain --workdir=runs/default                    # embedded default
     python -m simclr_jax.pretrain --config=configs/cifar10.py --workdir=DIR --config.batch_size=256

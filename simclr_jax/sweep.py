@@ -1,5 +1,5 @@
-"""Ablation sweeps: the paper's experiments run as lists of config variants, then tabulated
-(research/sweep.py; the experiments are simclr_jax/research/experiments/<NAME>.py).
+"""Ablation sweeps (library: research/sweep_lib.py): the paper's experiments run as lists of
+config variants, then tabulated (the experiments are simclr_jax/research/experiments/<NAME>.py).
 
     python -m simclr_jax.sweep --experiment=losses --workdir=runs/sweeps/losses --scale=cpu \\
         --cifar10_folder=/data/cifar10/train
@@ -8,13 +8,13 @@
 from absl import flags
 
 from simclr_jax import cli
-from simclr_jax.research import sweep
+from simclr_jax.research import sweep_lib
 
 
 def define_flags() -> None:
     """The command's flags; defined only when it runs, so importing this module adds none."""
     flags.DEFINE_string("experiment", None, "Experiment name: "
-                        + ", ".join(sweep.list_experiments()) + ".", required=True)
+                        + ", ".join(sweep_lib.list_experiments()) + ".", required=True)
     flags.DEFINE_string("workdir", None, "Where the variants, tables and plot go.",
                         required=True)
     flags.DEFINE_enum("scale", "cpu", ["cpu", "paper"], "cpu: a CIFAR-10 folder subset, tiny "
@@ -25,8 +25,8 @@ def define_flags() -> None:
 
 def _sweep() -> None:
     f = flags.FLAGS
-    rows = sweep.run_sweep(sweep.load_experiment(f.experiment, f.scale), f.workdir,
-                           cifar10_folder=f.cifar10_folder)
+    rows = sweep_lib.run_sweep(sweep_lib.load_experiment(f.experiment, f.scale), f.workdir,
+                               cifar10_folder=f.cifar10_folder)
     failed = [r["variant"] for r in rows if r.get("status") != "ok"]
     print(f"[sweep] {len(rows) - len(failed)}/{len(rows)} variants ok; tables in {f.workdir}"
           + (f"; failed: {', '.join(failed)}" if failed else ""))

@@ -1,5 +1,6 @@
-"""Transfer job: linear and fine-tuned evaluation of a pretrained encoder on other datasets,
-the SimCLR paper's third comparison (appendix B.8; evals/transfer/).
+"""Transfer job (library: the package evals/transfer_lib/, its job.py): linear and fine-tuned
+evaluation of a pretrained encoder on other datasets, the SimCLR paper's third comparison
+(appendix B.8).
 
     python -m simclr_jax.transfer --config.pretrained=runs/default --workdir=runs/transfer
     python -m simclr_jax.transfer --config=configs/transfer.py --config.pretrained=RUN \\
@@ -12,7 +13,7 @@ import os
 from absl import flags
 
 from simclr_jax import cli, transfer_config
-from simclr_jax.evals.transfer import job
+from simclr_jax.evals.transfer_lib import job
 
 FLAGS = flags.FLAGS
 

@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     # architecture) for the random-init baseline.
     c.pretrained = config_dict.placeholder(str)
     # Comma-separated TFDS names, folder:/root, sklearn_digits or `paper`; NAME@METRIC picks
-    # the headline metric (evals/transfer/datasets.py).
+    # the headline metric (evals/transfer_lib/datasets.py).
     c.datasets = "sklearn_digits"
     c.protocol = "linear"  # linear | finetune | both
     c.data_dir = config_dict.placeholder(str)  # TFDS data_dir (None: ~/tensorflow_datasets)

@@ -1,5 +1,5 @@
-"""Pictures of the training augmentation: for N images, the original and pairs of augmented
-views made by exactly the training code (research/grid.py).
+"""Pictures of the training augmentation (library: research/grid.py): for N images, the
+original and pairs of augmented views made by exactly the training code.
 
     python -m simclr_jax.visualize --out=grid.png        # scikit-image photos, ImageNet recipe
     python -m simclr_jax.visualize --config=configs/cifar10.py \\

@@ -1,7 +1,7 @@
 """The package's layers: what may import what, read from the source (every import statement,
 also those inside functions, so a deferred import cannot hide a circle).
 
-    commands (pretrain, linear_eval, finetune, knn, sweep, visualize) and cli: anything
+    commands (COMMANDS: pretrain, linear_eval, finetune, knn, ...) and cli: anything
     research/  -> evals, core, data, augment, models + base
     evals/     -> core, data, augment, models + base
     core/      -> data, augment, models + base
@@ -13,6 +13,10 @@ Configuration stops at the commands: core/ never imports the config module, and 
 package reads a key with a fallback (`config.get(key, default)`), so each key has one default
 (config.py / eval_config.py). The CPU backend (cpu/) is imported by the process set-up (cli)
 and core/backend.py alone, and its kernels never live under models/.
+
+A command (simclr_jax/X.py, `python -m simclr_jax.X`) parses flags and calls its library, which
+is named X_lib in its layer (evals/knn_lib.py, research/sweep_lib.py, evals/transfer_lib/;
+pretrain's is core/train.py): no module or package below simclr_jax/ shares a command's name.
 """
 
 import ast
@@ -170,6 +174,28 @@ def test_layers_import_only_lower_layers(module):
         assert dep_layer in ALLOWED[own] or (dep_layer == "package" and name in BASE), (
             f"{module} ({own}/) imports {dep}: {own}/ may import only "
             f"{sorted(ALLOWED[own]) or 'nothing else'} and {sorted(BASE)}")
+
+
+def test_every_top_level_module_is_a_command_cli_or_a_base_module():
+    """So COMMANDS, which the next test checks names against, lists every command."""
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top == COMMANDS | BASE | {"cli"}, (
+        f"new top-level modules {sorted(top - COMMANDS - BASE - {'cli'})}: add each to COMMANDS "
+        f"or BASE; gone: {sorted(COMMANDS | BASE | {'cli'} - top)}")
+
+
+def test_no_library_module_or_package_shares_a_command_name():
+    """A command and a library of one name send a newcomer to the wrong file: the library of
+    command X is X_lib (evals/knn_lib.py), and no module at any depth below the top level (a .py
+    file or a package folder) shares a command's name."""
+    clashes = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*")
+                     if p.parent != PACKAGE and "__pycache__" not in p.parts
+                     and ((p.is_file() and p.suffix == ".py" and p.stem in COMMANDS)
+                          or (p.is_dir() and p.name in COMMANDS)))
+    assert not clashes, (
+        f"{clashes} share a command's name (simclr_jax/<name>.py): the library of command X is "
+        f"X_lib in its layer (e.g. evals/knn_lib.py, evals/transfer_lib/), other modules get a "
+        f"name saying what they hold (evals/weighted_knn.py)")
 
 
 def test_importing_every_module_starts_no_xla_backend():

@@ -5,7 +5,7 @@ padded and masked) through the frozen encoder (BN in inference mode). Batch b's 
 written into row b of a (num_batches, B, width) array sharded over the devices along B, so each
 device holds its rows of every batch, N / devices x width, and no host ever holds N x width
 (the host keeps only the example index of each slot: N integers). On top of it:
-- the kNN job scores each device's shard and merges the top-k (evals/knn.py);
+- the kNN job scores each device's shard and merges the top-k (evals/weighted_knn.py);
 - linear evaluation on cached features gathers the rows of each training batch on the devices
   (`gather_fn`: every device picks the requested rows it holds, a reduce-scatter hands each
   device its part of the batch), in the same seeded order as training on images;

@@ -1,6 +1,7 @@
 """The pretraining monitor: every `config.knn_every_steps`, the kNN accuracy of the encoder being
-trained (evals/knn.py) and, when the run has an online probe, the probe's accuracy on the same
-eval split (as the official TF2 code's eval/label_top_1_accuracy), logged with the other metrics.
+trained (evals/weighted_knn.py) and, when the run has an online probe, the probe's accuracy on
+the same eval split (as the official TF2 code's eval/label_top_1_accuracy), logged with the
+other metrics.
 
 core.train.train_and_evaluate takes it as `monitor=` (an evaluation is a higher layer than the
 training loop, so the pretrain command passes it in).
@@ -17,8 +18,8 @@ from simclr_jax.data.sources import Source
 from simclr_jax.errors import UserError
 from simclr_jax.evals import features, linear_cached
 from simclr_jax.evals.classifier import Classifier
-from simclr_jax.evals.knn import bank_metrics
 from simclr_jax.evals.pretrained import Pretrained
+from simclr_jax.evals.weighted_knn import bank_metrics
 from simclr_jax.models.simclr import build_encoder
 
 

@@ -4,7 +4,7 @@ Pure bookkeeping (numpy, no TF, no JAX arrays): `layout(arch)` walks the officia
 official code's layer-creation order and lists, per variable, its TF1 name, its TF2 checkpoint
 key, where it lives in the SimCLRModel variables and its shape. `infer_architecture` finds the
 architecture whose layout has exactly a checkpoint's names and shapes, and `to_flax` fills the
-Flax tree, every variable used once. evals/tf_import.py reads the checkpoint and writes ours.
+Flax tree, every variable used once. evals/import_tf_lib.py reads the checkpoint and writes ours.
 
 TF1 (`resnet.py`, `model_util.py`; the format of gs://simclr-checkpoints): everything of the
 ResNet is under `base_model/`, where `tf.layers` numbers convs (`conv2d`, `conv2d_1`, ...) and

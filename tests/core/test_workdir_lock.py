@@ -13,7 +13,7 @@ import pytest
 
 from simclr_jax.core import train, workdir_lock
 from simclr_jax.errors import UserError
-from simclr_jax.evals import knn
+from simclr_jax.evals import knn_lib
 
 ROOT = Path(__file__).resolve().parents[2]
 HOLD = ("import sys, time\n"
@@ -62,5 +62,5 @@ def test_pretraining_and_eval_jobs_refuse_a_workdir_in_use_before_any_work(
         with pytest.raises(UserError, match=busy):
             train.train_and_evaluate(tiny_config(), str(tmp_path))
         with pytest.raises(UserError, match=busy):
-            knn.run(tiny_eval_config(pretrained_run, "knn"), str(tmp_path))
+            knn_lib.run(tiny_eval_config(pretrained_run, "knn"), str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == [workdir_lock.LOCK_FILE]

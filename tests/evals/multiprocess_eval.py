@@ -44,7 +44,7 @@ def main() -> None:
 
     from simclr_jax import eval_config
     from simclr_jax.data import eval_input
-    from simclr_jax.evals import classifier, features, jobs, knn, pretrained
+    from simclr_jax.evals import classifier, features, jobs, pretrained, weighted_knn
 
     mesh = parallel.make_mesh()
     # The CPU default convolutions (the session's run was trained on XLA's): their features do
@@ -78,8 +78,8 @@ def main() -> None:
         order = np.argsort(np.where(flat >= 0, flat, len(flat) + 1))[:bank.num_examples]
         record[f"features/{name}"], record[f"labels/{name}"] = h[order], labels[order]
         banks[name] = bank
-    metrics = knn.bank_metrics(banks["train"], banks["test"], k=config.knn_k,
-                               temperature=config.knn_temperature, mesh=mesh)
+    metrics = weighted_knn.bank_metrics(banks["train"], banks["test"], k=config.knn_k,
+                                        temperature=config.knn_temperature, mesh=mesh)
     record["knn/top1"] = np.float64(metrics["knn_top1"])
     record["knn/top5"] = np.float64(metrics["knn_top5"])
 

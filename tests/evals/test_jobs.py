@@ -15,7 +15,15 @@ from clu import metric_writers
 
 from simclr_jax.core import parallel
 from simclr_jax.errors import UserError
-from simclr_jax.evals import classifier, finetune, jobs, knn, linear, pretrained
+from simclr_jax.evals import (
+    classifier,
+    finetune_lib,
+    jobs,
+    knn_lib,
+    linear_eval_lib,
+    pretrained,
+    weighted_knn,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,7 +83,7 @@ def test_linear_eval_cli_end_to_end_on_one_device(run, tmp_path, run_job, metric
 @pytest.mark.slow(48)
 def test_linear_eval_keeps_the_encoder_bitwise_frozen(run, setup):
     pre, config, mesh, writer = setup("linear_eval")  # augmented, through the encoder
-    _, state = linear.train_and_eval(pre, config, mesh, writer)
+    _, state = linear_eval_lib.train_and_eval(pre, config, mesh, writer)
     assert int(state.step) == 6
     assert not any(_changed(pre.variables["params"], state.params["encoder"]).values())
     assert not any(_changed(pre.variables["batch_stats"], state.batch_stats["encoder"]).values())
@@ -86,9 +94,9 @@ def test_linear_eval_keeps_the_encoder_bitwise_frozen(run, setup):
 def test_cached_features_train_the_same_classifier_as_unaugmented_training(run, setup):
     pre, config, mesh, writer = setup("linear_eval", train_augment=False,
                                        zero_init_classifier=False)
-    direct, direct_state = linear.train_and_eval(pre, config, mesh, writer)
+    direct, direct_state = linear_eval_lib.train_and_eval(pre, config, mesh, writer)
     config.cache_features = True
-    cached, cached_state = linear.train_and_eval(pre, config, mesh, writer)
+    cached, cached_state = linear_eval_lib.train_and_eval(pre, config, mesh, writer)
     for a, b in zip(jax.tree_util.tree_leaves(direct_state.params["classifier"]),
                     jax.tree_util.tree_leaves(cached_state.params["classifier"]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
@@ -159,7 +167,7 @@ def test_the_probe_evaluated_as_it_is_equals_the_monitor_probe_eval(run, tmp_pat
     logged = {r["step"]: r for r in metric_rows(run) if "probe_eval_top1" in r}
     assert sorted(logged) == [2, 4]
     config = tiny_eval_config(run, classifier_from_probe=True, num_train_steps=0)
-    results = linear.run(config, str(tmp_path))
+    results = linear_eval_lib.run(config, str(tmp_path))
     assert results["train_steps"] == 0 and results["num_train_examples"] == 0
     assert results["top1"] == pytest.approx(logged[4]["probe_eval_top1"], abs=1e-6)
     assert results["top5"] == pytest.approx(logged[4]["probe_eval_top5"], abs=1e-6)
@@ -167,13 +175,13 @@ def test_the_probe_evaluated_as_it_is_equals_the_monitor_probe_eval(run, tmp_pat
     config.classifier_from_probe = False
     with pytest.raises(UserError, match="config.num_train_steps: 0 .no training. needs "
                        "config.classifier_from_probe=True"):
-        linear.run(config, str(tmp_path / "bad"))
+        linear_eval_lib.run(config, str(tmp_path / "bad"))
 
 
 @pytest.mark.slow(60)
 def test_finetune_job_on_a_label_fraction_from_a_head_layer(run, tmp_path, tiny_eval_config, setup):
     config = tiny_eval_config(run, "finetune", label_fraction=0.1, ft_proj_selector=1)
-    results = finetune.run(config, str(tmp_path))
+    results = finetune_lib.run(config, str(tmp_path))
     assert results["num_train_examples"] == round(0.1 * 1497)  # digits: 1497 train, 300 test
     assert results["label_fraction"] == 0.1 and results["num_eval_examples"] == 300
     assert json.loads((tmp_path / "results.json").read_text())["top1"] == results["top1"]
@@ -221,16 +229,16 @@ def test_knn_matches_a_brute_force_numpy_implementation(k):
     labels = rng.integers(0, 8, 37).astype(np.int32)  # 37: the last batch of 16 is padded
     bank = (centres[bank_labels] + 1.5 * rng.normal(size=(150, 16))).astype(np.float32)
     queries = (centres[labels] + 1.5 * rng.normal(size=(37, 16))).astype(np.float32)
-    got = knn.knn_metrics(bank, bank_labels, queries, labels, num_classes=8, k=k,
-                          temperature=0.1, global_batch=16, mesh=parallel.make_mesh())
+    got = weighted_knn.knn_metrics(bank, bank_labels, queries, labels, num_classes=8, k=k,
+                                   temperature=0.1, global_batch=16, mesh=parallel.make_mesh())
     top1, top5, scores = _brute_force_knn(bank, bank_labels, queries, labels, 8, k, 0.1)
     assert got["num_eval_examples"] == 37
     assert got["knn_top1"] == pytest.approx(top1, abs=1e-9)
     assert got["knn_top5"] == pytest.approx(top5, abs=1e-9)
     assert 0.2 < top1 < 1  # neither trivial nor chance
     np.testing.assert_allclose(
-        np.asarray(knn.knn_scores(queries, bank, bank_labels, num_classes=8, k=k,
-                                  temperature=0.1)), scores, rtol=2e-4)
+        np.asarray(weighted_knn.knn_scores(queries, bank, bank_labels, num_classes=8, k=k,
+                                           temperature=0.1)), scores, rtol=2e-4)
 
 
 def _copy_step(run: str, dest: Path, step: int) -> None:
@@ -256,8 +264,8 @@ def test_knn_wait_mode_evaluates_each_new_checkpoint_until_the_final_one(run, tm
     thread = threading.Thread(target=pretraining)
     thread.start()
     try:
-        results = knn.run(tiny_eval_config(str(growing), "knn"), str(out), wait=True,
-                          wait_timeout_s=120)
+        results = knn_lib.run(tiny_eval_config(str(growing), "knn"), str(out), wait=True,
+                              wait_timeout_s=120)
     finally:
         thread.join()
     doc = json.loads((out / "results.json").read_text())
@@ -273,7 +281,7 @@ def test_knn_monitor_inside_pretraining_equals_the_knn_job(run, tmp_path, tiny_e
                                                            metric_rows):
     logged = {r["step"]: r for r in metric_rows(run) if "knn_top1" in r}  # knn_every_steps=2
     assert sorted(logged) == [2, 4]
-    job = knn.run(tiny_eval_config(run, "knn"), str(tmp_path))
+    job = knn_lib.run(tiny_eval_config(run, "knn"), str(tmp_path))
     assert job["checkpoint_step"] == 4
     assert job["knn_top1"] == pytest.approx(logged[4]["knn_top1"], abs=1e-6)
     assert job["knn_top5"] == pytest.approx(logged[4]["knn_top5"], abs=1e-6)
@@ -298,8 +306,8 @@ class UnlabelledTiny(tfds.core.GeneratorBasedBuilder):
             yield i, {"image": image}
 
 
-@pytest.mark.parametrize("job,name", [(linear, "linear_eval"), (finetune, "finetune"),
-                                      (knn, "knn")])
+@pytest.mark.parametrize("job,name", [(linear_eval_lib, "linear_eval"),
+                                      (finetune_lib, "finetune"), (knn_lib, "knn")])
 def test_a_dataset_without_labels_is_one_clear_error(run, tmp_path_factory, job, name,
                                                      tiny_eval_config):
     data_dir = str(tmp_path_factory.getbasetemp() / "unlabelled")
@@ -328,21 +336,22 @@ def test_bad_input_ends_the_job_with_one_error_line(run, tmp_path, flags, messag
 
 
 @pytest.mark.parametrize("job,overrides,message", [
-    (knn, {"eval_split": "nosuch"}, "split 'nosuch' of dataset 'sklearn_digits' does not exist"),
-    (linear, {"hparam_learning_rates": (0.1, 1.0)},
+    (knn_lib, {"eval_split": "nosuch"},
+     "split 'nosuch' of dataset 'sklearn_digits' does not exist"),
+    (linear_eval_lib, {"hparam_learning_rates": (0.1, 1.0)},
      "select on cached features: set config.cache_features=True"),
 ])
 def test_more_bad_input_is_one_user_error(run, tmp_path, tiny_eval_config, job, overrides,
                                           message):
     """In-process (the CLI turning a UserError into one line and exit 2 is proven above)."""
-    name = "knn" if job is knn else "linear_eval"
+    name = "knn" if job is knn_lib else "linear_eval"
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         job.run(tiny_eval_config(run, name, **overrides), str(tmp_path / "out"))
 def test_eval_batch_not_divisible_by_the_devices_names_its_key(run, tmp_path, tiny_eval_config):
     """On main the message named config.batch_size for the eval batch."""
     with pytest.raises(UserError, match=r"global batch size 12 \(config.eval_batch_size\) is "
                        r"not divisible by the 8 devices; use a multiple of 8, e.g. 8 or 16"):
-        knn.run(tiny_eval_config(run, "knn", eval_batch_size=12), str(tmp_path))
+        knn_lib.run(tiny_eval_config(run, "knn", eval_batch_size=12), str(tmp_path))
 
 
 def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir, run, labelled_folder,
@@ -352,7 +361,7 @@ def test_linear_eval_reads_an_image_folder(tmp_path, tfds_dir, run, labelled_fol
     config = tiny_eval_config(run, dataset=f"folder:{root}", data_dir=tfds_dir,
                               train_split="train", eval_split="val", batch_size=8,
                               eval_batch_size=8)
-    results = linear.run(config, str(tmp_path / "lin"))
+    results = linear_eval_lib.run(config, str(tmp_path / "lin"))
     doc = json.loads((tmp_path / "lin" / "results.json").read_text())
     assert doc["num_eval_examples"] == 4 and 0 <= results["top1"] <= 1
 

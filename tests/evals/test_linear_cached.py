@@ -10,7 +10,7 @@ import pytest
 from clu import metric_writers
 
 from simclr_jax.core import parallel
-from simclr_jax.evals import features, jobs, linear, linear_cached, pretrained
+from simclr_jax.evals import features, jobs, linear_cached, linear_eval_lib, pretrained
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def setup(pretrained_run, tiny_eval_config):
         pretrained_run, cache_features=True, hparam_learning_rates=(0.1, 30.0),
         hparam_weight_decays=(0.0, 0.01), hparam_val_fraction=0.1, num_train_steps=24),
         pre.config)
-    return pre, linear.linear_config(config), parallel.make_mesh()
+    return pre, linear_eval_lib.linear_config(config), parallel.make_mesh()
 
 
 def _numpy_metrics(params, h, labels) -> tuple[float, float]:

@@ -13,7 +13,7 @@ import pytest
 from simclr_jax import downstream  # the users' name of simclr_jax.evals.pretrained
 from simclr_jax.core import checkpointing, optim, parallel, train
 from simclr_jax.errors import UserError
-from simclr_jax.evals import knn
+from simclr_jax.evals import knn_lib
 from simclr_jax.models import build_model
 
 
@@ -171,5 +171,5 @@ def test_unreadable_step_without_manifest_is_one_error_naming_it(run, tmp_path):
 
 def test_knn_job_evaluates_the_newest_intact_step(run, tmp_path, tiny_eval_config):
     copy = _damage_newest(run, tmp_path)
-    results = knn.run(tiny_eval_config(str(copy), "knn"), str(tmp_path / "knn"))
+    results = knn_lib.run(tiny_eval_config(str(copy), "knn"), str(tmp_path / "knn"))
     assert results["checkpoint_step"] == 2

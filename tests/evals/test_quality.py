@@ -9,7 +9,7 @@ from clu import metric_writers
 
 from simclr_jax import eval_config
 from simclr_jax.core import parallel, train
-from simclr_jax.evals import jobs, knn, linear, pretrained
+from simclr_jax.evals import jobs, linear_eval_lib, pretrained, weighted_knn
 
 MARGIN = 0.15  # absolute top-1; the measured gap is several times larger (see README)
 
@@ -26,12 +26,12 @@ def test_pretrained_encoder_beats_random_init_by_a_clear_margin(tmp_path, tfds_d
     for name, encoder in (("pretrained", pretrained.load(str(tmp_path), mesh=mesh)),
                           ("random", pretrained.random_init(pre, seed=pre.seed, mesh=mesh))):
         config = jobs.resolve_config(ev, encoder.config)
-        results, _ = linear.train_and_eval(encoder, config, mesh, writer)
+        results, _ = linear_eval_lib.train_and_eval(encoder, config, mesh, writer)
         splits = jobs.load_splits(config, "kNN")
-        neighbours = knn.knn_eval(encoder, splits.train_eval, splits.test,
-                                  image_size=config.image_size,
-                                  k=config.knn_k, temperature=config.knn_temperature,
-                                  global_batch=config.eval_batch_size, mesh=mesh)
+        neighbours = weighted_knn.knn_eval(encoder, splits.train_eval, splits.test,
+                                           image_size=config.image_size,
+                                           k=config.knn_k, temperature=config.knn_temperature,
+                                           global_batch=config.eval_batch_size, mesh=mesh)
         got[name] = (results["top1"], neighbours["knn_top1"])
     print(f"linear / kNN top-1: pretrained {got['pretrained']}, random init {got['random']}")
     assert got["pretrained"][0] >= got["random"][0] + MARGIN, got

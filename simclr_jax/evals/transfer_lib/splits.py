@@ -16,8 +16,8 @@ import tensorflow_datasets as tfds
 from simclr_jax.data import builders, sources
 from simclr_jax.data.sources import Source
 from simclr_jax.errors import UserError
-from simclr_jax.evals.transfer import datasets
-from simclr_jax.evals.transfer.datasets import Target
+from simclr_jax.evals.transfer_lib import datasets
+from simclr_jax.evals.transfer_lib.datasets import Target
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from simclr_jax import downstream
 from simclr_jax.data import eval_input
 from simclr_jax.errors import UserError
-from simclr_jax.evals import finetune, jobs, knn, linear, pretrained, tf_import
+from simclr_jax.evals import finetune_lib, import_tf_lib, jobs, knn_lib, linear_eval_lib, pretrained
 
 DIGITS = dict(dataset="sklearn_digits", train_split="train", eval_split="test")
 
@@ -46,7 +46,7 @@ NETWORKS = {  # tiny widths so each runs in seconds; even sizes: every strided c
 def test_imported_network_computes_what_tf_computes(name, tmp_path, tf1_reference):
     kw = NETWORKS[name]
     ref = tf1_reference(tmp_path / "tf", **kw)
-    summary = tf_import.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "ours"))
+    summary = import_tf_lib.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "ours"))
     assert summary["format"] == "tf1" and summary["global_step"] == 1234
     a = summary["architecture"]
     assert (a["depth"], a["width_multiplier"], a["sk_ratio"], a["se_ratio"], a["cifar_stem"],
@@ -66,7 +66,7 @@ def test_imported_network_computes_what_tf_computes(name, tmp_path, tf1_referenc
         logits = np.asarray(h) @ np.asarray(probe["kernel"]) + np.asarray(probe["bias"])
         assert rel_diff(logits, ref.logits) <= 1e-4
     if kw.get("ema"):  # --ema: the ema_model/ copy (other weights, other h)
-        tf_import.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "ema"), ema=True)
+        import_tf_lib.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "ema"), ema=True)
         ema = downstream.load_encoder(str(tmp_path / "ema"))
         ema_h = ema.module.apply(ema.variables, ref.images, train=False)
         assert rel_diff(ema_h, ref.ema_h) <= 1e-4 and rel_diff(ema_h, ref.h) > 0.01
@@ -86,20 +86,20 @@ def test_eval_jobs_read_the_imported_checkpoint(tmp_path, tfds_dir, tf1_referenc
     labels = np.concatenate([b["label"] for b in batches])
     ref = tf1_reference(tmp_path / "tf", depth=18, width=0.125, cifar_stem=True, image_size=16,
                         num_classes=10, images=images)
-    tf_import.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "ours"))
+    import_tf_lib.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "ours"))
     config.pretrained = str(tmp_path / "ours")
-    results = linear.run(config, str(tmp_path / "linear"))
+    results = linear_eval_lib.run(config, str(tmp_path / "linear"))
     assert results["train_steps"] == 0 and results["num_eval_examples"] == 300
     assert results["top1"] == pytest.approx(np.mean(ref.logits.argmax(-1) == labels), abs=1e-9)
     assert results["checkpoint_step"] == 1234
-    knn_results = knn.run(tiny_eval_config(str(tmp_path / "ours"), "knn", **DIGITS,
-                                           data_dir=tfds_dir, image_size=16),
-                          str(tmp_path / "knn"))
+    knn_results = knn_lib.run(tiny_eval_config(str(tmp_path / "ours"), "knn", **DIGITS,
+                                               data_dir=tfds_dir, image_size=16),
+                              str(tmp_path / "knn"))
     assert 0 <= knn_results["knn_top1"] <= 1
-    ft = finetune.run(tiny_eval_config(str(tmp_path / "ours"), "finetune", **DIGITS,
-                                       data_dir=tfds_dir, image_size=16, num_train_steps=1,
-                                       optimizer="lars", ft_proj_selector=1),
-                      str(tmp_path / "ft"))
+    ft = finetune_lib.run(tiny_eval_config(str(tmp_path / "ours"), "finetune", **DIGITS,
+                                           data_dir=tfds_dir, image_size=16, num_train_steps=1,
+                                           optimizer="lars", ft_proj_selector=1),
+                          str(tmp_path / "ft"))
     assert ft["train_steps"] == 1 and 0 <= ft["top1"] <= 1
 
 
@@ -138,15 +138,15 @@ def test_unknown_shapes_and_bad_paths_are_clear_errors(tmp_path, tf1_reference):
                   ops=False, reshape={"base_model/conv2d_7/kernel": (3, 3, 8, 17)})
     with pytest.raises(UserError, match=r"base_model/conv2d_7/kernel has shape \(3, 3, 8, 17\), "
                        r"expected \(3, 3, 8, 16\)"):
-        tf_import.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "a"))
+        import_tf_lib.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "a"))
     with pytest.raises(UserError, match="--ema: checkpoint .* has no ema_model/"):
-        tf_import.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "b"), ema=True)
+        import_tf_lib.import_checkpoint(str(tmp_path / "tf"), str(tmp_path / "b"), ema=True)
     with pytest.raises(UserError, match="no TF checkpoint at"):
-        tf_import.import_checkpoint(str(tmp_path / "nothing"), str(tmp_path / "c"))
+        import_tf_lib.import_checkpoint(str(tmp_path / "nothing"), str(tmp_path / "c"))
     (tmp_path / "sm").mkdir()
     (tmp_path / "sm" / "saved_model.pb").write_bytes(b"")
     with pytest.raises(UserError, match="is a TF2 SavedModel"):
-        tf_import.import_checkpoint(str(tmp_path / "sm"), str(tmp_path / "d"))
+        import_tf_lib.import_checkpoint(str(tmp_path / "sm"), str(tmp_path / "d"))
 
 
 def test_tf2_object_checkpoint_with_the_official_keys_imports(tmp_path, official_listing):
@@ -184,7 +184,7 @@ def test_tf2_object_checkpoint_with_the_official_keys_imports(tmp_path, official
     ckpt = tf.train.Checkpoint(model=root, global_step=tf.Variable(500, dtype=tf.int64))
     tf.train.CheckpointManager(ckpt, str(tmp_path / "tf2"), max_to_keep=1).save(
         checkpoint_number=500)
-    summary = tf_import.import_checkpoint(str(tmp_path / "tf2"), str(tmp_path / "ours"))
+    summary = import_tf_lib.import_checkpoint(str(tmp_path / "tf2"), str(tmp_path / "ours"))
     assert summary["format"] == "tf2" and summary["global_step"] == 500
     assert summary["variables"] == len(values) == 121
     pre = pretrained.load(str(tmp_path / "ours"), with_probe=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from simclr_jax.evals.transfer import logreg
+from simclr_jax.evals.transfer_lib import logreg
 
 
 def _data(seed=0, n=400, d=12, c=4):

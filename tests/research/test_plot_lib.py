@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from simclr_jax.errors import UserError
-from simclr_jax.research import plots
+from simclr_jax.research import plot_lib
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def test_curves_take_the_last_row_of_a_step_as_a_resumed_run_logs_it(tmp_path):
         {"step": 3, "loss": 4.0, "knn_top1": 0.5}, {"step": 4, "loss": 3.5}])
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"step": 5, "lo')  # a row cut short by a kill -9
-    data = plots.curves(str(run))
+    data = plot_lib.curves(str(run))
     assert data["loss"] == ([1, 2, 3, 4], [6.0, 5.0, 4.0, 3.5])
     assert data["knn_top1"] == ([3], [0.5])
 
@@ -43,18 +43,18 @@ def test_eval_workdir_gives_its_newest_checkpoint_curves_and_the_history(tmp_pat
     history = [{"checkpoint_step": 100, "top1": 0.6, "top5": 0.9},
                {"checkpoint_step": 200, "top1": 0.7, "top5": 0.95}]
     (ev / "results.json").write_text(json.dumps({**history[-1], "history": history}))
-    assert plots.curves(str(ev))["train_loss"] == ([1, 2], [1.5, 0.5])
-    assert plots.eval_history(str(ev)) == {"top1": ([100, 200], [0.6, 0.7]),
-                                           "top5": ([100, 200], [0.9, 0.95])}
-    out = plots.write_plot([str(ev)], str(tmp_path / "ev.png"))
+    assert plot_lib.curves(str(ev))["train_loss"] == ([1, 2], [1.5, 0.5])
+    assert plot_lib.eval_history(str(ev)) == {"top1": ([100, 200], [0.6, 0.7]),
+                                              "top5": ([100, 200], [0.9, 0.95])}
+    out = plot_lib.write_plot([str(ev)], str(tmp_path / "ev.png"))
     assert Image.open(out).size[0] > 300
 
 
 def test_pretraining_run_and_overlay_write_one_png(pretrained_run, tmp_path):
     other = write_rows(tmp_path / "other", [{"step": s, "loss": 6.0 - s, "probe_acc": 0.1 * s}
                                              for s in range(1, 5)])
-    one = plots.write_plot([pretrained_run], str(tmp_path / "one.png"))
-    both = plots.write_plot([pretrained_run, str(other)], str(tmp_path / "both.png"))
+    one = plot_lib.write_plot([pretrained_run], str(tmp_path / "one.png"))
+    both = plot_lib.write_plot([pretrained_run, str(other)], str(tmp_path / "both.png"))
     for path in (one, both):
         image = Image.open(path)
         assert image.format == "PNG" and min(image.size) > 200
@@ -62,15 +62,15 @@ def test_pretraining_run_and_overlay_write_one_png(pretrained_run, tmp_path):
 
 def test_bad_input_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="workdir .* does not exist"):
-        plots.write_plot([str(tmp_path / "nope")], str(tmp_path / "x.png"))
+        plot_lib.write_plot([str(tmp_path / "nope")], str(tmp_path / "x.png"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="has no metrics.jsonl rows and no results.json"):
-        plots.write_plot([str(tmp_path / "empty")], str(tmp_path / "x.png"))
+        plot_lib.write_plot([str(tmp_path / "empty")], str(tmp_path / "x.png"))
     run = write_rows(tmp_path / "run", [{"step": 1, "loss": 1.0}])
     with pytest.raises(UserError, match=r"--out=.*x.txt: expected a .png file name"):
-        plots.write_plot([str(run)], str(tmp_path / "x.txt"))
+        plot_lib.write_plot([str(run)], str(tmp_path / "x.txt"))
     with pytest.raises(UserError, match="folder .* of --out=.* does not exist"):
-        plots.write_plot([str(run)], str(tmp_path / "no" / "x.png"))
+        plot_lib.write_plot([str(run)], str(tmp_path / "no" / "x.png"))
 
 
 def test_command_writes_the_png_and_reports_bad_input_in_one_line(tmp_path):

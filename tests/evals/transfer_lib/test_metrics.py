@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_curve
 
-from simclr_jax.evals.transfer import metrics
+from simclr_jax.evals.transfer_lib import metrics
 
 
 def devkit_ap11(targets: np.ndarray, scores: np.ndarray) -> float:

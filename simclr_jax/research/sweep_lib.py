@@ -1,4 +1,5 @@
-"""Ablation sweeps: the paper's experiments as lists of config variants, run and tabulated.
+"""Ablation sweeps: the paper's experiments as lists of config variants, run and tabulated (the
+library of the command simclr_jax/sweep.py).
 
     python -m simclr_jax.sweep --experiment=losses --workdir=runs/sweeps/losses --scale=cpu \
         --cifar10_folder=/data/cifar10/train
@@ -37,7 +38,7 @@ from simclr_jax.config import validate
 from simclr_jax.core import backend, parallel, train
 from simclr_jax.data import splits as data_splits
 from simclr_jax.errors import UserError
-from simclr_jax.evals import knn, monitor
+from simclr_jax.evals import monitor, weighted_knn
 from simclr_jax.models import build_model
 from simclr_jax.research import experiments, supervised, sweep_report
 
@@ -70,12 +71,14 @@ def load_experiment(name: str, scale: str) -> dict:
 
 def knn_accuracy(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
                  k: int = 200, temperature: float = 0.1) -> float:
-    """Weighted kNN top-1 (the kNN job's vote, knn.knn_scores) of test against train features."""
+    """Weighted kNN top-1 (the kNN job's vote, weighted_knn.knn_scores) of test against train
+    features."""
     num_classes = int(max(train[1].max(), test[1].max())) + 1
     correct = 0
     for start in range(0, len(test[0]), 512):
-        scores = knn.knn_scores(test[0][start:start + 512], train[0], train[1],
-                                num_classes=num_classes, k=k, temperature=temperature)
+        scores = weighted_knn.knn_scores(test[0][start:start + 512], train[0], train[1],
+                                         num_classes=num_classes, k=k,
+                                         temperature=temperature)
         correct += int(np.sum(np.asarray(scores).argmax(1) == test[1][start:start + 512]))
     return correct / len(test[0])
 

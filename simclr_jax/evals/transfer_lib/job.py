@@ -30,18 +30,18 @@ from simclr_jax.data import builders
 from simclr_jax.errors import UserError
 from simclr_jax.evals import features, loop, pretrained
 from simclr_jax.evals.pretrained import Pretrained
-from simclr_jax.evals.transfer import (
+from simclr_jax.evals.transfer_lib import (
     datasets,
-    finetune,
+    finetune_protocol,
     host_features,
     lbfgs_device,
-    linear,
+    linear_protocol,
     logreg,
     report,
     splits,
     state_files,
 )
-from simclr_jax.evals.transfer.datasets import Target
+from simclr_jax.evals.transfer_lib.datasets import Target
 
 RANDOM = "random"
 
@@ -62,14 +62,15 @@ def load_encoder(config: ml_collections.ConfigDict, mesh) -> Pretrained:
     return pretrained.load(spec, mesh=mesh)
 
 
-def _path_config(c: ml_collections.ConfigDict) -> linear.PathConfig:
-    return linear.PathConfig(num=c.linear_num_lambdas, low=c.linear_lambda_min,
-                             high=c.linear_lambda_max, max_iter=c.linear_max_iter,
-                             tol=c.linear_tol, threads=c.linear_threads)
+def _path_config(c: ml_collections.ConfigDict) -> linear_protocol.PathConfig:
+    return linear_protocol.PathConfig(num=c.linear_num_lambdas, low=c.linear_lambda_min,
+                                      high=c.linear_lambda_max, max_iter=c.linear_max_iter,
+                                      tol=c.linear_tol, threads=c.linear_threads)
 
 
-def _finetune_config(c: ml_collections.ConfigDict, image_size: int) -> finetune.FinetuneConfig:
-    return finetune.FinetuneConfig(
+def _finetune_config(c: ml_collections.ConfigDict,
+                     image_size: int) -> finetune_protocol.FinetuneConfig:
+    return finetune_protocol.FinetuneConfig(
         learning_rates=tuple(float(v) for v in c.finetune_learning_rates),
         weight_decays=tuple(float(v) for v in c.finetune_weight_decays),
         num_steps=c.finetune_steps, batch_size=c.finetune_batch_size,
@@ -105,8 +106,9 @@ def _linear(pre: Pretrained, target: Target, data: splits.TransferSplits, c, ima
             global_batch=c.eval_batch_size, mesh=mesh, crop_fraction=c.linear_crop_fraction)
         return x, (data.multi_hot[name] if data.multi_hot is not None else y)
 
-    host_data = linear.HostSplits(train=host("train", data.train), val=host("val", data.val),
-                                  test=lambda: host("test", data.test))
+    host_data = linear_protocol.HostSplits(train=host("train", data.train),
+                                           val=host("val", data.val),
+                                           test=lambda: host("test", data.test))
     identity = {**protocol_settings(c, "linear", image_size), **encoder,
                 "dataset": target.name}
     path = _path_config(c)
@@ -122,8 +124,8 @@ def _linear(pre: Pretrained, target: Target, data: splits.TransferSplits, c, ima
         def new_model():
             return logreg.LinearModel(target.multi_label, path.max_iter, path.tol,
                                       path.threads)
-    return linear.run(host_data, target.metric, target.multi_label, path,
-                      os.path.join(directory, "linear"), identity, watcher, new_model)
+    return linear_protocol.run(host_data, target.metric, target.multi_label, path,
+                               os.path.join(directory, "linear"), identity, watcher, new_model)
 
 
 def _finetune(pre: Pretrained, target: Target, data: splits.TransferSplits, c,
@@ -134,8 +136,8 @@ def _finetune(pre: Pretrained, target: Target, data: splits.TransferSplits, c,
     parallel.check_global_batch(c.finetune_batch_size, mesh, "finetune_batch_size")
     identity = {**protocol_settings(c, "finetune", image_size), **encoder,
                 "dataset": target.name}
-    return finetune.run(pre, _finetune_config(c, image_size), data, target.metric,
-                        os.path.join(directory, "finetune"), mesh, identity)
+    return finetune_protocol.run(pre, _finetune_config(c, image_size), data, target.metric,
+                                 os.path.join(directory, "finetune"), mesh, identity)
 
 
 def _encoder_identity(pre: Pretrained, spec: str) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from simclr_jax.errors import UserError
-from simclr_jax.research import sweep, sweep_data, sweep_report
+from simclr_jax.research import sweep_data, sweep_lib, sweep_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def tiny_experiment(tiny_config) -> dict:
 @pytest.mark.slow(140)
 def test_tiny_sweep_writes_tables_and_plot_then_resumes(tmp_path, tiny_experiment):
     log: list[str] = []
-    rows = sweep.run_sweep(tiny_experiment, str(tmp_path), log=log.append)
+    rows = sweep_lib.run_sweep(tiny_experiment, str(tmp_path), log=log.append)
     status = {r["variant"]: r["status"] for r in rows}
     assert status == {"simclr": "ok", "supervised": "ok", "broken": "failed",
                       "untrained": "ok"}
@@ -61,7 +61,7 @@ def test_tiny_sweep_writes_tables_and_plot_then_resumes(tmp_path, tiny_experimen
     # Rerun: finished variants are skipped (untouched), the failed one is retried.
     before = (vdir / "metrics.jsonl").read_text()
     log.clear()
-    rows2 = sweep.run_sweep(tiny_experiment, str(tmp_path), log=log.append)
+    rows2 = sweep_lib.run_sweep(tiny_experiment, str(tmp_path), log=log.append)
     assert "[sweep] simclr: done, skipped" in log
     assert "[sweep] supervised: done, skipped" in log
     assert any(line.startswith("[sweep] broken: FAILED") for line in log)
@@ -76,9 +76,9 @@ def test_knn_accuracy_matches_a_hand_computed_vote():
     labels = np.array([0, 0, 1])
     queries = np.array([[1.0, 0.05], [0.1, 1.0]])
     # k=1: nearest neighbour's label; k=3 with a large T: majority (class 0 wins both).
-    assert sweep.knn_accuracy((bank, labels), (queries, np.array([0, 1])), k=1) == 1.0
-    assert sweep.knn_accuracy((bank, labels), (queries, np.array([0, 0])), k=3,
-                              temperature=100.0) == 1.0
+    assert sweep_lib.knn_accuracy((bank, labels), (queries, np.array([0, 1])), k=1) == 1.0
+    assert sweep_lib.knn_accuracy((bank, labels), (queries, np.array([0, 0])), k=3,
+                                  temperature=100.0) == 1.0
 
 
 def test_heatmap_grid_marks_failed_cells():
@@ -108,9 +108,9 @@ def test_experiment_with_no_variants_is_a_user_error(monkeypatch):
     empty = types.ModuleType("simclr_jax.research.experiments.empty")
     empty.get_experiment = lambda scale: {"base": None, "variants": []}
     monkeypatch.setitem(sys.modules, empty.__name__, empty)
-    monkeypatch.setattr(sweep, "list_experiments", lambda: ["empty"])
+    monkeypatch.setattr(sweep_lib, "list_experiments", lambda: ["empty"])
     with pytest.raises(UserError, match="experiment 'empty' at scale 'cpu' has no variants"):
-        sweep.load_experiment("empty", "cpu")
+        sweep_lib.load_experiment("empty", "cpu")
 
 
 def test_cpu_scale_needs_the_cifar10_folder_and_names_the_flag(tmp_path, monkeypatch):
@@ -130,8 +130,8 @@ def test_bad_sweep_input_stops_the_sweep_before_any_variant(tmp_path, tiny_exper
         raise UserError(f"image folder {folder!r} not found (--cifar10_folder)")
 
     with pytest.raises(UserError, match="image folder '/no/such/dir' not found"):
-        sweep.run_sweep({**tiny_experiment, "prepare": prepare}, str(tmp_path),
-                        cifar10_folder="/no/such/dir", log=lambda line: None)
+        sweep_lib.run_sweep({**tiny_experiment, "prepare": prepare}, str(tmp_path),
+                            cifar10_folder="/no/such/dir", log=lambda line: None)
     assert not (tmp_path / "variants").exists()
 
 
@@ -146,8 +146,8 @@ def test_cli_unknown_experiment_is_one_error_line(tmp_path):
 
 
 def test_all_shipped_experiments_load_at_both_scales():
-    for name in sweep.list_experiments():
+    for name in sweep_lib.list_experiments():
         for scale in ("cpu", "paper"):
-            exp = sweep.load_experiment(name, scale)
+            exp = sweep_lib.load_experiment(name, scale)
             for variant in exp["variants"]:
-                sweep.variant_config(exp["base"], variant.get("overrides", {}))
+                sweep_lib.variant_config(exp["base"], variant.get("overrides", {}))

@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from simclr_jax.core import parallel
-from simclr_jax.evals.transfer import lbfgs_device, logreg
+from simclr_jax.evals.transfer_lib import lbfgs_device, logreg
 
 
 def _data(seed=0, n=400, d=12, c=4):

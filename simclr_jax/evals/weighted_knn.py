@@ -1,12 +1,12 @@
-"""Weighted kNN evaluation of h (Wu et al. 2018, "InstDisc"): the maths and the kNN job.
+"""Weighted kNN classification of h (Wu et al. 2018, "InstDisc"): the maths, used by the kNN job
+(evals/knn_lib.py), the pretraining monitor (evals/monitor.py) and the sweeps.
 
 Each test example's L2-normalised h is compared (cosine) with the h of every training example;
 its k nearest neighbours vote for their class with weight exp(sim / T) (k=200, T=0.1 by
 default). Inside pretraining, `config.knn_every_steps` logs knn_top1 / knn_top5 with the other
 metrics, and, when the run has an online probe, the probe's probe_eval_top1 / probe_eval_top5
 on the same eval split (as the official TF2 code's eval/label_top_1_accuracy). No training, no
-augmentation: a cheap, hyperparameter-free read of the encoder. The command is
-simclr_jax/knn.py.
+augmentation: a cheap, hyperparameter-free read of the encoder.
 
 At scale the bank of training features stays sharded over the devices (evals/features.py: each
 device holds N / devices rows); each device scores a batch of queries against its rows, keeping
@@ -20,7 +20,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from jax.sharding import PartitionSpec as P
 
 from simclr_jax.core.losses import l2_normalize
@@ -112,26 +111,3 @@ def knn_eval(pre: Pretrained, train: Source, test: Source, *, image_size: int, k
                               mesh=mesh, cache=cache)
              for source, cache in zip((train, test), caches, strict=True)]
     return bank_metrics(*banks, k=k, temperature=temperature, mesh=mesh)
-
-
-def evaluate(pre: Pretrained, config: ml_collections.ConfigDict, mesh, writer,
-             workdir: str | None = None) -> dict:
-    """jobs.EvaluateFn of the kNN job: one metrics row at the checkpoint's step (with
-    config.cache_features, the features are cached in `workdir` as linear evaluation does)."""
-    splits = jobs.load_splits(config, "kNN evaluation", bank=True)
-    caches = ((jobs.feature_cache(workdir, config, pre, "train"),
-               jobs.feature_cache(workdir, config, pre, "eval"))
-              if config.cache_features else (None, None))
-    results = knn_eval(pre, splits.train_eval, splits.test, image_size=config.image_size,
-                       k=config.knn_k, temperature=config.knn_temperature,
-                       global_batch=config.eval_batch_size, mesh=mesh, caches=caches)
-    writer.write_scalars(pre.step, {"knn_top1": results["knn_top1"],
-                                    "knn_top5": results["knn_top5"]})
-    return {**results, "num_train_examples": jobs.num_train_examples(splits)}
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, *, wait: bool = False,
-        wait_timeout_s: float = 3600.0) -> dict:
-    """The kNN job (library entry point)."""
-    return jobs.run_job("knn", config, workdir, evaluate, wait=wait,
-                        wait_timeout_s=wait_timeout_s)

@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 
 from simclr_jax.evals import loop
-from simclr_jax.evals.transfer import logreg, metrics, state_files
+from simclr_jax.evals.transfer_lib import logreg, metrics, state_files
 
 
 @dataclasses.dataclass(frozen=True)

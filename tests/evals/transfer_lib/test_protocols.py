@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from simclr_jax.evals import loop
-from simclr_jax.evals.transfer import finetune, linear, logreg
+from simclr_jax.evals.transfer_lib import finetune_protocol, linear_protocol, logreg
 
-PATH = linear.PathConfig(num=6, low=1e-5, high=1e0, max_iter=500, tol=1e-6, threads=1)
+PATH = linear_protocol.PathConfig(num=6, low=1e-5, high=1e0, max_iter=500, tol=1e-6,
+                                  threads=1)
 
 
 def _split(rng, n, d=10, c=3):
@@ -27,7 +28,7 @@ def data():
         calls.append(1)
         return test
 
-    return linear.HostSplits(train=train, val=val, test=get_test), calls
+    return linear_protocol.HostSplits(train=train, val=val, test=get_test), calls
 
 
 def test_selection_uses_validation_and_touches_test_once(data, tmp_path, monkeypatch):
@@ -40,7 +41,8 @@ def test_selection_uses_validation_and_touches_test_once(data, tmp_path, monkeyp
         return original(self, x, y, lam)
 
     monkeypatch.setattr(logreg.LinearModel, "fit", spy)
-    out = linear.run(host, "top1", False, PATH, str(tmp_path), {"id": 1}, lambda step: False)
+    out = linear_protocol.run(host, "top1", False, PATH, str(tmp_path), {"id": 1},
+                              lambda step: False)
     assert calls == [1]  # test features are read once, after selection
     assert len(out["candidates"]) == 6 and len(fits) == 7
     # The path fits train only; the last fit is the refit on train + val at the choice.
@@ -62,18 +64,19 @@ def test_selection_uses_validation_and_touches_test_once(data, tmp_path, monkeyp
 
 def test_a_stopped_path_resumes_where_it_stopped(data, tmp_path):
     host, _ = data
-    whole = linear.regularisation_path(host, "top1", False, PATH, str(tmp_path / "a"), {"id": 1},
-                                       lambda step: False)
+    whole = linear_protocol.regularisation_path(host, "top1", False, PATH, str(tmp_path / "a"),
+                                                {"id": 1}, lambda step: False)
     with pytest.raises(loop.Preempted):
-        linear.regularisation_path(host, "top1", False, PATH, str(tmp_path / "b"), {"id": 1},
-                                   lambda step: step >= 2)
+        linear_protocol.regularisation_path(host, "top1", False, PATH, str(tmp_path / "b"),
+                                            {"id": 1}, lambda step: step >= 2)
     fits = []
     original = logreg.LinearModel.fit
     try:
         logreg.LinearModel.fit = lambda self, x, y, lam: (fits.append(lam),
                                                           original(self, x, y, lam))[1]
-        resumed = linear.regularisation_path(host, "top1", False, PATH, str(tmp_path / "b"),
-                                             {"id": 1}, lambda step: False)
+        resumed = linear_protocol.regularisation_path(host, "top1", False, PATH,
+                                                      str(tmp_path / "b"), {"id": 1},
+                                                      lambda step: False)
     finally:
         logreg.LinearModel.fit = original
     assert len(fits) == 4  # the 2 finished points are not refitted
@@ -85,21 +88,21 @@ def test_a_stopped_path_resumes_where_it_stopped(data, tmp_path):
     try:
         logreg.LinearModel.fit = lambda self, x, y, lam: (fits.append(lam),
                                                           original(self, x, y, lam))[1]
-        linear.regularisation_path(host, "top1", False, PATH, str(tmp_path / "b"), {"id": 2},
-                                   lambda step: False)
+        linear_protocol.regularisation_path(host, "top1", False, PATH, str(tmp_path / "b"),
+                                            {"id": 2}, lambda step: False)
     finally:
         logreg.LinearModel.fit = original
     assert len(fits) == 6
 
 
 def test_finetune_follows_the_paper_rules():
-    assert finetune.bn_momentum(50000, 256) == pytest.approx(1 - 10 / 195)
-    assert finetune.bn_momentum(2000, 256) == 0.9  # 7 steps per epoch: the floor
-    fc = finetune.FinetuneConfig(learning_rates=(0.01,), weight_decays=(1e-4,), num_steps=5,
-                                 batch_size=16, eval_batch_size=32, crop_area_min=0.08,
-                                 image_size=8, seed=0, log_every_steps=1,
-                                 checkpoint_every_steps=0)
-    c = finetune.classifier_config(fc, 0.01, 1e-4, "run")
+    assert finetune_protocol.bn_momentum(50000, 256) == pytest.approx(1 - 10 / 195)
+    assert finetune_protocol.bn_momentum(2000, 256) == 0.9  # 7 steps per epoch: the floor
+    fc = finetune_protocol.FinetuneConfig(learning_rates=(0.01,), weight_decays=(1e-4,),
+                                          num_steps=5, batch_size=16, eval_batch_size=32,
+                                          crop_area_min=0.08, image_size=8, seed=0,
+                                          log_every_steps=1, checkpoint_every_steps=0)
+    c = finetune_protocol.classifier_config(fc, 0.01, 1e-4, "run")
     assert c.weight_decay == pytest.approx(1e-2)  # decay divided by lr
     assert c.optimizer == "momentum" and c.momentum == 0.9 and c.fine_tune_after_block == -1
     assert c.num_train_steps == 5 and c.train_augment
@@ -125,13 +128,13 @@ def test_finetune_selects_on_validation_refits_on_train_val_tests_once(tmp_path,
         scores = np.eye(4)[np.where(right, labels, (labels + 1) % 4)]
         return scores, labels
 
-    monkeypatch.setattr(finetune, "train_one", train_one)
-    monkeypatch.setattr(finetune, "predict", predict)
-    fc = finetune.FinetuneConfig(learning_rates=(0.01, 0.1), weight_decays=(0.0, 1e-4),
-                                 num_steps=5, batch_size=4, eval_batch_size=8,
-                                 crop_area_min=0.08, image_size=8, seed=0, log_every_steps=1,
-                                 checkpoint_every_steps=0)
-    out = finetune.run(None, fc, splits, "top1", str(tmp_path), None, {"id": 1})
+    monkeypatch.setattr(finetune_protocol, "train_one", train_one)
+    monkeypatch.setattr(finetune_protocol, "predict", predict)
+    fc = finetune_protocol.FinetuneConfig(learning_rates=(0.01, 0.1), weight_decays=(0.0, 1e-4),
+                                          num_steps=5, batch_size=4, eval_batch_size=8,
+                                          crop_area_min=0.08, image_size=8, seed=0,
+                                          log_every_steps=1, checkpoint_every_steps=0)
+    out = finetune_protocol.run(None, fc, splits, "top1", str(tmp_path), None, {"id": 1})
     assert trained[:4] == [("TRAIN", 0.01, 0.0), ("TRAIN", 0.01, 1e-4), ("TRAIN", 0.1, 0.0),
                            ("TRAIN", 0.1, 1e-4)]
     assert trained[4] == ("TRAIN+VAL", 0.1, 0.0)  # the best; ties: the first in grid order
@@ -140,5 +143,5 @@ def test_finetune_selects_on_validation_refits_on_train_val_tests_once(tmp_path,
     assert out["val_score"] == pytest.approx(0.9) and out["test_top1"] == pytest.approx(0.9)
     assert len(out["candidates"]) == 4
     trained.clear(), predicted.clear()
-    finetune.run(None, fc, splits, "top1", str(tmp_path), None, {"id": 1})
+    finetune_protocol.run(None, fc, splits, "top1", str(tmp_path), None, {"id": 1})
     assert trained == [("TRAIN+VAL", 0.1, 0.0)] and predicted == ["TEST"]

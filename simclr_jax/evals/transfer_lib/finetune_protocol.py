@@ -25,7 +25,7 @@ from simclr_jax.data import eval_input
 from simclr_jax.data.sources import Source
 from simclr_jax.evals import classifier
 from simclr_jax.evals.pretrained import Pretrained
-from simclr_jax.evals.transfer import host_features, metrics, state_files
+from simclr_jax.evals.transfer_lib import host_features, metrics, state_files
 
 
 @dataclasses.dataclass(frozen=True)

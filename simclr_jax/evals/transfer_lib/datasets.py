@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 
 from simclr_jax.data import builders
 from simclr_jax.errors import UserError
-from simclr_jax.evals.transfer import metrics
+from simclr_jax.evals.transfer_lib import metrics
 
 # name -> (train, validation or None, test, headline metric); the paper's Table 8 datasets.
 PAPER = {

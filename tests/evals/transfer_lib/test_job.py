@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simclr_jax.errors import UserError
-from simclr_jax.evals.transfer import datasets, job, splits
+from simclr_jax.evals.transfer_lib import datasets, job, splits
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = {"width_multiplier": 0.125, "image_size": 8}
