@@ -131,6 +131,19 @@ def test_core_does_not_import_the_config_module():
     assert not {m: d for m, d in found.items() if d}, found
 
 
+def test_augment_takes_its_typed_sub_config_not_the_run_config():
+    """augment/ sees recipes.Augmentation (a frozen dataclass of its keys), never a ConfigDict:
+    the only config it may read is the one `Augmentation.from_config` picks fields from."""
+    found = {}
+    for p in (PACKAGE / "augment").rglob("*.py"):
+        tree = ast.parse(p.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        if any(n.startswith("ml_collections") for n in names):
+            found[p.name] = sorted(n for n in names if n.startswith("ml_collections"))
+    assert not found, f"augment/ imports the config library: {found}"
+
+
 def test_only_the_set_up_and_the_conv_choice_import_the_cpu_backend():
     importers = {m for m, deps in GRAPH.items()
                  if layer(m) != "cpu" and any(layer(d) == "cpu" for d in deps)}

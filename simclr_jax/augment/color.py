@@ -1,7 +1,7 @@
 """Colour distortion in jnp (device side): jitter in a random order, and greyscale.
 
-Runs inside the jitted train step on [0, 1] float images; the TF twin for augment_on='host' is
-augment/host.py. Conventions follow tf.image so both placements draw the same distortions.
+On [0, 1] float images, inside the jitted train step or (augment_on='host') on the host's CPU
+(augment/views.py). Conventions follow tf.image (tests compare against it).
 """
 
 import jax

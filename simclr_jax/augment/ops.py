@@ -9,7 +9,7 @@ in color.py and blur.py, its crop in crop.py; the ablations' extra ops (Figure 5
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +19,8 @@ from simclr_jax.augment import crop
 from simclr_jax.augment.blur import gaussian_blur
 from simclr_jax.augment.color import GREY_WEIGHTS, color_jitter, to_grayscale
 
-if TYPE_CHECKING:  # recipes imports this module
-    from simclr_jax.augment.recipes import Augmentation
+# An op's third argument: a recipes.Augmentation (not imported: recipes is built on this module).
+Augmentation = Any
 
 
 def gaussian_noise(key: jax.Array, x: jnp.ndarray, std: float) -> jnp.ndarray:
@@ -70,10 +70,10 @@ def rotate(key: jax.Array, x: jnp.ndarray) -> jnp.ndarray:
 class Op:
     """One registered op: fn(key, image, aug) -> image; `random`: it draws from its key."""
 
-    fn: Callable[[jax.Array, jnp.ndarray, "Augmentation"], jnp.ndarray]
+    fn: Callable[[jax.Array, jnp.ndarray, Augmentation], jnp.ndarray]
     random: bool
 
-    def __call__(self, key: Any, x: jnp.ndarray, aug: "Augmentation") -> jnp.ndarray:
+    def __call__(self, key: Any, x: jnp.ndarray, aug: Augmentation) -> jnp.ndarray:
         return self.fn(key, x, aug)
 
 
