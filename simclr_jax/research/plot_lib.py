@@ -15,6 +15,7 @@ from etils import epath
 
 from simclr_jax.core import metric_io
 from simclr_jax.errors import UserError
+from simclr_jax.evals import figures
 
 # (panel title, y label, metric keys drawn in it): the panels a run has data for are drawn.
 PANELS = (
@@ -123,18 +124,7 @@ def write_plot(workdirs: Sequence[str], out: str, title: str = "") -> str:
     if title or len(runs) == 1:
         fig.suptitle(title or runs[0][0], fontsize=11)
     fig.tight_layout()
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        plt.close(fig)
-        raise UserError(f"folder {parent} of --out={out} does not exist: create it or write "
-                        f"the PNG elsewhere")
-    try:
-        fig.savefig(out, dpi=100)
-    except OSError as e:
-        raise UserError(f"could not write {out} (--out): {e}") from None
-    finally:
-        plt.close(fig)
-    return out
+    return figures.save_png(fig, out)
 
 
 def _label(workdir: str, workdirs: Sequence[str]) -> str:

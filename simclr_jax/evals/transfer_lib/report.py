@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from etils import epath
 
 from simclr_jax.errors import UserError
+from simclr_jax.evals import figures
 
 PROTOCOL_NAMES = {"linear": "Linear evaluation", "finetune": "Fine-tuned"}
 METRIC_NAMES = {"top1": "top-1", "mean_per_class": "mean per-class", "map11": "11-pt mAP"}
@@ -106,10 +107,4 @@ def write_bar_chart(workdirs: Sequence[str], out: str, title: str = "") -> str:
     ax.legend(fontsize=8)
     ax.set_title(title or "transfer", fontsize=10)
     fig.tight_layout()
-    try:
-        fig.savefig(out, dpi=100)
-    except OSError as e:
-        raise UserError(f"could not write {out} (--out): {e}") from None
-    finally:
-        plt.close(fig)
-    return out
+    return figures.save_png(fig, out)
