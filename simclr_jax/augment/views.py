@@ -13,7 +13,9 @@ batch), so the draw depends neither on how the batch is split over devices and p
 the placement.
 """
 
+import concurrent.futures
 import functools
+import os
 from collections.abc import Callable
 
 import jax
@@ -72,22 +74,38 @@ def _color_on_host(aug: Augmentation, step: jax.Array, index: jax.Array,
         for v, images in zip((1, 2), views, strict=True))
 
 
+def host_workers(local_batch: int, cores: int) -> int:
+    """Chunks a host batch is cut into: the most that divide it, up to one per core (equal
+    chunks, so one compiled shape)."""
+    return max(n for n in range(1, min(cores, local_batch) + 1) if local_batch % n == 0)
+
+
 class HostColor:
     """augment_on='host': the views' colour recipe on the host CPU, per host batch.
 
     Called with a batch of cropped uint8 views and their global stream positions (as
-    data/pretrain_input.py yields them); returns the batch with augmented uint8 views. Equal to
-    the device placement's views rounded to uint8.
+    data/pretrain_input.py yields them); returns the batch with augmented uint8 views, equal to
+    the device placement's views rounded to uint8. One XLA:CPU computation runs on about one
+    core, so the batch is cut into chunks run concurrently, one per host core.
     """
 
     def __init__(self, aug: Augmentation, global_batch: int):
         self.aug, self.global_batch = aug, global_batch
         self.cpu = jax.local_devices(backend="cpu")[0]
+        self.cores = len(os.sched_getaffinity(0))
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.cores, "host-color")
+
+    def _chunk(self, step: np.int32, index: np.ndarray, view1: np.ndarray,
+               view2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        args = jax.device_put((step, index.astype(np.int32), (view1, view2)), self.cpu)
+        return tuple(np.asarray(v) for v in _color_on_host(self.aug, *args))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         position = batch["position"]
-        step, index = position[0] // self.global_batch, position % self.global_batch
-        args = jax.device_put((np.int32(step), index.astype(np.int32),
-                               (batch["view1"], batch["view2"])), self.cpu)
-        view1, view2 = _color_on_host(self.aug, *args)
-        return {**batch, "view1": np.asarray(view1), "view2": np.asarray(view2)}
+        step = np.int32(position[0] // self.global_batch)
+        n = host_workers(len(position), self.cores)
+        parts = [np.array_split(a, n) for a in
+                 (position % self.global_batch, batch["view1"], batch["view2"])]
+        done = list(self.pool.map(lambda p: self._chunk(step, *p), zip(*parts, strict=True)))
+        return {**batch, "view1": np.concatenate([d[0] for d in done]),
+                "view2": np.concatenate([d[1] for d in done])}

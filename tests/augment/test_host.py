@@ -37,3 +37,8 @@ def test_host_placement_draws_the_device_views(tiny_config, smooth_image, ops):
         assert not np.array_equal(got, np.round(np.stack(
             [device[p]["view1"], device[p]["view2"]], 1).reshape(got.shape)))  # augmented
         np.testing.assert_array_equal(got, expected[rows])
+
+
+@pytest.mark.parametrize("batch,cores,chunks", [(128, 96, 64), (6, 4, 3), (7, 4, 1), (4, 8, 4)])
+def test_a_host_batch_is_cut_into_equal_chunks_up_to_one_per_core(batch, cores, chunks):
+    assert views.host_workers(batch, cores) == chunks
