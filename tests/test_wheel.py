@@ -67,7 +67,7 @@ def _run_installed(site: Path, cwd: Path, *flags: str, env: dict | None = None):
                           env=full_env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow(60)
+@pytest.mark.slow(50)
 def test_the_installed_wheel_runs_the_default_job_from_elsewhere(installed, tmp_path):
     """The CPU default, conv_impl=auto: oneDNN's convolutions built from the wheel's own source
     where the checkout builds them (what conv_impl=onednn runs too: cpu.conv_class), else the

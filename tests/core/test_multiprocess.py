@@ -197,7 +197,7 @@ def sigterm_after(procs: Processes, group: list, workdir: Path, step: int) -> in
     return saved[0]
 
 
-@pytest.mark.slow(285)
+@pytest.mark.slow(160)
 def test_two_process_resume_is_exact(tmp_path, tfds_dir, procs, cache2x2, straight_2x2):
     """2 x 2 devices, SIGTERM to process 1 mid-run and a rerun == 2 x 2 uninterrupted, bitwise.
 
@@ -237,7 +237,7 @@ def test_two_process_resume_is_exact(tmp_path, tfds_dir, procs, cache2x2, straig
 HEARTBEAT_S = 10  # the test's --heartbeat_timeout: JAX's default (100 s) would slow it down
 
 
-@pytest.mark.slow(200)
+@pytest.mark.slow(130)
 def test_a_lost_worker_stops_the_other_with_one_error_and_the_rerun_resumes(
         tmp_path, tfds_dir, procs, cache2x2, straight_2x2):
     """kill -9 of process 1 (parent and child: a host gone) once a checkpoint is saved.
@@ -314,7 +314,7 @@ def assert_close_to_scale(a: np.ndarray, b: np.ndarray, what: str) -> float:
     return diff
 
 
-@pytest.mark.slow(190)
+@pytest.mark.slow(130)
 def test_two_processes_compute_one_process_step_and_read_its_batches(tmp_path, tfds_dir,
                                                                      procs):
     """2 processes x 2 devices vs 1 process x 4 devices, one step from the same state.
@@ -420,8 +420,10 @@ def test_batch_not_divisible_by_global_device_count(tmp_path, tfds_dir, procs):
 
 
 
-@pytest.mark.slow(150)
-@pytest.mark.parametrize("cluster", ["gcloud_tpu", "slurm"])
+# Not started together (longest first would pair them on the two workers): the second finds
+# the 2 x 1 programs the first compiled in the session's compilation cache.
+@pytest.mark.parametrize("cluster", [pytest.param("gcloud_tpu", marks=pytest.mark.slow(75)),
+                                     pytest.param("slurm", marks=pytest.mark.slow(45))])
 def test_a_detected_cluster_needs_no_coordinator_flags(tmp_path, tfds_dir, procs, cluster,
                                                        cluster_task_envs):
     """Two processes of a simulated launch (workers of a gcloud-made TPU VM slice, or the tasks
@@ -446,7 +448,7 @@ def test_a_detected_cluster_needs_no_coordinator_flags(tmp_path, tfds_dir, procs
             procs.output(p)[-3000:]
 
 
-@pytest.mark.slow(60)
+@pytest.mark.slow(28)
 def test_a_workdir_the_processes_do_not_share_is_refused(tmp_path, tfds_dir, procs):
     """Each process names a directory on its own "disk" (as --workdir=runs/x does on every
     host of a pod): every process stops with one error naming the fix, before any work."""
