@@ -238,6 +238,27 @@ def _made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Pat
 
 
 @pytest.fixture(scope="session")
+def made_once(tmp_path_factory) -> Callable[[str, Callable[[Path], None]], Path]:
+    """made_once(name, make): <shared tmp>/name, made by `make(path)` once for the whole test
+    session and shared by the xdist workers (read it; copy it to change it)."""
+    return lambda name, make: _made_once(tmp_path_factory, name, make)
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory) -> Callable[[str], Path]:
+    """shared_dir(name): <shared tmp>/name, one directory for the whole session that the xdist
+    workers share (e.g. a compilation cache for the jobs of several tests)."""
+    def make(name: str) -> Path:
+        base = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            base = base.parent
+        (base / name).mkdir(exist_ok=True)
+        return base / name
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def pretrained_run(tmp_path_factory, tfds_dir) -> str:
     """Workdir of a 4-step tiny pretraining (checkpoints 2 and 4), made once per session and
     shared by the xdist workers (read it; copy it to change it).

@@ -36,7 +36,7 @@ def test_old_checkpoint_loads_as_an_encoder(old_run):
     assert h.shape == (4, 32) and np.isfinite(h).all() and h.std() > 0
 
 
-@pytest.mark.slow(90)
+@pytest.mark.slow(55)
 def test_old_checkpoint_is_what_the_new_code_writes_and_resumes_the_same(
         old_run, tmp_path, tiny_config, metric_rows, run_job, tfds_dir):
     """On 1 device, as the fixture was written, the new code's 2-step run with the legacy values

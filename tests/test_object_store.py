@@ -155,7 +155,6 @@ def finish(proc: subprocess.Popen, timeout_s: float = 600) -> str:
             proc.communicate()
 
 
-@pytest.mark.slow(420)
 def _skip_on_emulator_race(proc, output: str, *others) -> None:
     """gcp-storage-emulator now and then answers a concurrent OCDBT manifest write with an
     object generation TensorStore cannot parse ('Malformed StorageGeneration'; seen in 1 of
@@ -167,6 +166,7 @@ def _skip_on_emulator_race(proc, output: str, *others) -> None:
         pytest.skip("gcp-storage-emulator returned a malformed object generation (its race)")
 
 
+@pytest.mark.slow(170)
 def test_workdir_and_images_on_a_bucket_pretrain_resume_evaluate_and_plot(
         tmp_path, tfds_dir, write_images, gcs):
     """Pretraining on an image folder in the bucket, into a gs:// workdir: SIGTERM mid-run,

@@ -83,7 +83,7 @@ def finished_checkpoints(workdir: Path) -> list[int]:
     return sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit())
 
 
-@pytest.mark.slow(175)
+@pytest.mark.slow(85)
 def test_sigterm_then_kill_9_then_rerun_match_uninterrupted(tmp_path, tfds_dir):
     """One run stopped twice: SIGTERM (the job saves the current step and exits 0), then its
     rerun killed -9 (the next rerun resumes from the last complete checkpoint and ignores a
@@ -225,7 +225,7 @@ def test_rerun_with_another_model_is_one_error_line_naming_the_changed_keys(copy
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
-@pytest.mark.slow(85)
+@pytest.mark.slow(37)
 def test_resume_on_4_and_1_devices_logs_the_8_device_losses(copy_run, pretrained_run, tfds_dir):
     """Step 4 removed (4 devices) or bit-flipped (1 device: the damaged step is named, moved
     aside, and the run resumes from step 2). Both log the 8-device run's losses and end with
@@ -273,7 +273,7 @@ runpy.run_module("simclr_jax.pretrain", run_name="__main__")
 """
 
 
-@pytest.mark.slow(105)
+@pytest.mark.slow(41)
 def test_disk_full_during_a_save_is_one_error_and_the_rerun_resumes(
         tmp_path, pretrained_run, tfds_dir, tiny_config):
     """Every file write of step 4's async save fails (ENOSPC, as a full disk would): one error

@@ -53,7 +53,7 @@ def run_until_preempted(args: list[str], workdir: Path, log: Path, timeout_s: fl
     return log.read_text()
 
 
-@pytest.mark.slow(120)
+@pytest.mark.slow(42)
 def test_a_restart_loads_the_train_step_from_the_cache_in_the_workdir(tmp_path, tfds_dir,
                                                                       monkeypatch):
     """Preempted, then started again with the same command: the restart loads the train step

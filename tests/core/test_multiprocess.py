@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -126,22 +127,28 @@ def start_group(procs: Processes, workdir: Path, *flags: str, num: int, devices:
             for i in range(num)]
 
 
-_STRAIGHT: dict[str, Path] = {}
+@pytest.fixture(scope="session")
+def cache2x2(shared_dir) -> Path:
+    """The compilation cache of the 2 x 2 jobs of FLAGS, shared by the tests and xdist workers:
+    reruns of one topology reuse its compiled programs."""
+    return shared_dir("cache2x2")
 
 
-def straight_2x2(tmp_path_factory, tfds_dir: str, cache: Path) -> Path:
-    """The workdir of an uninterrupted 2 x 2 run of FLAGS (run once per test process)."""
-    if "workdir" not in _STRAIGHT:
-        root = tmp_path_factory.mktemp("straight2x2")
+@pytest.fixture(scope="session")
+def straight_2x2(made_once, tfds_dir, cache2x2) -> Callable[[], Path]:
+    """straight_2x2(): the workdir of an uninterrupted 2 x 2 run of FLAGS, run once for the
+    whole session (the first test to call it runs it; the xdist workers share it)."""
+
+    def make(root: Path) -> None:
         procs = Processes(root)
         try:
             group = start_group(procs, root / "run", *FLAGS, num=2, devices=2,
-                                tfds_dir=tfds_dir, cache_dir=cache)
+                                tfds_dir=tfds_dir, cache_dir=cache2x2)
             assert procs.wait(group, RUN_TIMEOUT_S) == [0, 0], procs.output(group[0])[-3000:]
         finally:
             procs.kill_all()
-        _STRAIGHT["workdir"] = root / "run"
-    return _STRAIGHT["workdir"]
+
+    return lambda: made_once("straight2x2", make) / "run"
 
 
 def metric_rows(workdir: Path) -> list[dict]:
@@ -190,8 +197,8 @@ def sigterm_after(procs: Processes, group: list, workdir: Path, step: int) -> in
     return saved[0]
 
 
-@pytest.mark.slow(285)
-def test_two_process_resume_is_exact(tmp_path, tmp_path_factory, tfds_dir, procs):
+@pytest.mark.slow(160)
+def test_two_process_resume_is_exact(tmp_path, tfds_dir, procs, cache2x2, straight_2x2):
     """2 x 2 devices, SIGTERM to process 1 mid-run and a rerun == 2 x 2 uninterrupted, bitwise.
 
     Both sides run the same programs with the same reduction order (same processes, devices and
@@ -202,8 +209,7 @@ def test_two_process_resume_is_exact(tmp_path, tmp_path_factory, tfds_dir, procs
     prepare the embedded dataset at the same moment (process 0 first, the other after a barrier).
     """
     cut = tmp_path / "cut"
-    # Reruns of one topology reuse its compiled programs.
-    cache = tmp_path_factory.getbasetemp() / "cache2x2"
+    cache = cache2x2
     group = start_group(procs, cut, *FLAGS, num=2, devices=2, tfds_dir=tfds_dir,
                         cache_dir=cache)
     stopped = sigterm_after(procs, group, cut, 2)
@@ -211,7 +217,7 @@ def test_two_process_resume_is_exact(tmp_path, tmp_path_factory, tfds_dir, procs
                         cache_dir=cache)
     assert procs.wait(group, RUN_TIMEOUT_S) == [0, 0], procs.output(group[0])[-3000:]
     assert f"Resumed from checkpoint step {stopped}" in procs.output(group[0])
-    straight = straight_2x2(tmp_path_factory, tfds_dir, cache)
+    straight = straight_2x2()
 
     # Only process 0 writes metrics: one row per step (two writers would double them).
     steps = [r["step"] for r in metric_rows(cut) if "loss" in r]
@@ -231,16 +237,16 @@ def test_two_process_resume_is_exact(tmp_path, tmp_path_factory, tfds_dir, procs
 HEARTBEAT_S = 10  # the test's --heartbeat_timeout: JAX's default (100 s) would slow it down
 
 
-@pytest.mark.slow(200)
+@pytest.mark.slow(130)
 def test_a_lost_worker_stops_the_other_with_one_error_and_the_rerun_resumes(
-        tmp_path, tmp_path_factory, tfds_dir, procs):
+        tmp_path, tfds_dir, procs, cache2x2, straight_2x2):
     """kill -9 of process 1 (parent and child: a host gone) once a checkpoint is saved.
 
     Process 0 must stop within the heartbeat timeout with one `error:` line naming process 1
     (no C++ abort, no Python fatal-error dump on its terminal: those go to its native log),
     exit 75; rerunning both resumes and logs the losses of an uninterrupted 2 x 2 run exactly.
     """
-    cache = tmp_path_factory.getbasetemp() / "cache2x2"
+    cache = cache2x2
     run = tmp_path / "run"
     flags = [*FLAGS, "--config.checkpoint_every_steps=2", f"--heartbeat_timeout={HEARTBEAT_S}"]
     group = start_group(procs, run, *flags, num=2, devices=2, tfds_dir=tfds_dir,
@@ -276,7 +282,7 @@ def test_a_lost_worker_stops_the_other_with_one_error_and_the_rerun_resumes(
                         cache_dir=cache)
     assert procs.wait(group, RUN_TIMEOUT_S) == [0, 0], procs.output(group[0])[-3000:]
     assert f"Resumed from checkpoint step {saved}" in procs.output(group[0])
-    expected = losses(straight_2x2(tmp_path_factory, tfds_dir, cache))
+    expected = losses(straight_2x2())
     assert losses(run) == expected
     print(f"process 0 stopped {stopped_after:.1f} s after process 1 was killed; resumed at "
           f"step {saved}")
@@ -308,7 +314,7 @@ def assert_close_to_scale(a: np.ndarray, b: np.ndarray, what: str) -> float:
     return diff
 
 
-@pytest.mark.slow(190)
+@pytest.mark.slow(130)
 def test_two_processes_compute_one_process_step_and_read_its_batches(tmp_path, tfds_dir,
                                                                      procs):
     """2 processes x 2 devices vs 1 process x 4 devices, one step from the same state.
@@ -414,8 +420,10 @@ def test_batch_not_divisible_by_global_device_count(tmp_path, tfds_dir, procs):
 
 
 
-@pytest.mark.slow(150)
-@pytest.mark.parametrize("cluster", ["gcloud_tpu", "slurm"])
+# Not started together (longest first would pair them on the two workers): the second finds
+# the 2 x 1 programs the first compiled in the session's compilation cache.
+@pytest.mark.parametrize("cluster", [pytest.param("gcloud_tpu", marks=pytest.mark.slow(75)),
+                                     pytest.param("slurm", marks=pytest.mark.slow(45))])
 def test_a_detected_cluster_needs_no_coordinator_flags(tmp_path, tfds_dir, procs, cluster,
                                                        cluster_task_envs):
     """Two processes of a simulated launch (workers of a gcloud-made TPU VM slice, or the tasks
@@ -440,7 +448,7 @@ def test_a_detected_cluster_needs_no_coordinator_flags(tmp_path, tfds_dir, procs
             procs.output(p)[-3000:]
 
 
-@pytest.mark.slow(60)
+@pytest.mark.slow(28)
 def test_a_workdir_the_processes_do_not_share_is_refused(tmp_path, tfds_dir, procs):
     """Each process names a directory on its own "disk" (as --workdir=runs/x does on every
     host of a pod): every process stops with one error naming the fix, before any work."""

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from simclr_jax.errors import RERUN_EXIT_CODE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,7 @@ def finish(proc: subprocess.Popen, timeout_s: float = 300) -> str:
             proc.communicate()
 
 
+@pytest.mark.slow(60)
 def test_a_read_that_never_returns_ends_the_job_and_the_rerun_resumes(tmp_path, tfds_dir,
                                                                        write_images):
     """An image of the folder becomes a FIFO nobody writes mid-run (as a bucket read that never

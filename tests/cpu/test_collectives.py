@@ -48,6 +48,7 @@ print("steps done on", jax.device_count(), "devices; flags changed:", changed)
 """
 
 
+@pytest.mark.slow(90)
 def test_full_width_step_on_eight_cpu_devices_completes():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")

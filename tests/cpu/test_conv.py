@@ -73,7 +73,7 @@ R50_SK_SE = dict(depth=50, sk_ratio=0.0625, se_ratio=0.25)
 @pytest.mark.parametrize("arch,impl", [(R18, "im2col"), (R18, "winograd"), (R18_SAME, "im2col"),
                                        (R18_SAME, "winograd"), (R50_SK_SE, "winograd"),
                                        (R18_SAME, "onednn"), (R50_SK_SE, "onednn")])
-@pytest.mark.slow(40)
+@pytest.mark.slow(17)
 def test_resnet_cpu_convs_match_xla_with_same_variables(arch, impl):
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
     xla = ResNet(width_multiplier=0.125, **arch)

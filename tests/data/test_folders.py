@@ -151,7 +151,7 @@ def test_each_augmentation_placement_feeds_the_train_step(tmp_path, tfds_dir, ov
     assert np.abs(x[0::2] - x[1::2]).mean() > 0.01  # two different views of each image
 
 
-@pytest.mark.slow(70)
+@pytest.mark.slow(28)
 def test_pretraining_on_a_folder_with_the_crop_on_the_device(tmp_path, tfds_dir, folder_config,
                                                              labelled_folder):
     root = labelled_folder(tmp_path / "pets", per_class=8)

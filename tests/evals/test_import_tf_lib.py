@@ -42,7 +42,7 @@ NETWORKS = {  # tiny widths so each runs in seconds; even sizes: every strided c
 
 
 @pytest.mark.parametrize("name", NETWORKS)
-@pytest.mark.slow(40)
+@pytest.mark.slow(17)
 def test_imported_network_computes_what_tf_computes(name, tmp_path, tf1_reference):
     kw = NETWORKS[name]
     ref = tf1_reference(tmp_path / "tf", **kw)
@@ -72,7 +72,7 @@ def test_imported_network_computes_what_tf_computes(name, tmp_path, tf1_referenc
         assert rel_diff(ema_h, ref.ema_h) <= 1e-4 and rel_diff(ema_h, ref.h) > 0.01
 
 
-@pytest.mark.slow(90)
+@pytest.mark.slow(48)
 def test_eval_jobs_read_the_imported_checkpoint(tmp_path, tfds_dir, tf1_reference,
                                                 tiny_eval_config):
     """The official head_supervised, evaluated as it is (classifier_from_probe, no training),

@@ -57,7 +57,7 @@ def setup(run, tiny_eval_config):
     return make
 
 
-@pytest.mark.slow(44)
+@pytest.mark.slow(18)
 def test_linear_eval_cli_end_to_end_on_one_device(run, tmp_path, run_job, metric_rows):
     """The job as a user runs it: 1 device reading the 8-device run; results, metrics, summary."""
     out = tmp_path / "lin"
@@ -80,7 +80,7 @@ def test_linear_eval_cli_end_to_end_on_one_device(run, tmp_path, run_job, metric
     assert logged[-1]["top1"] == doc["top1"] and logged[-1]["checkpoint_step"] == 4
 
 
-@pytest.mark.slow(48)
+@pytest.mark.slow(20)
 def test_linear_eval_keeps_the_encoder_bitwise_frozen(run, setup):
     pre, config, mesh, writer = setup("linear_eval")  # augmented, through the encoder
     _, state = linear_eval_lib.train_and_eval(pre, config, mesh, writer)
@@ -90,7 +90,7 @@ def test_linear_eval_keeps_the_encoder_bitwise_frozen(run, setup):
     assert np.any(np.asarray(state.params["classifier"]["kernel"]) != 0)  # and it did train
 
 
-@pytest.mark.slow(65)
+@pytest.mark.slow(27)
 def test_cached_features_train_the_same_classifier_as_unaugmented_training(run, setup):
     pre, config, mesh, writer = setup("linear_eval", train_augment=False,
                                        zero_init_classifier=False)
@@ -178,7 +178,7 @@ def test_the_probe_evaluated_as_it_is_equals_the_monitor_probe_eval(run, tmp_pat
         linear_eval_lib.run(config, str(tmp_path / "bad"))
 
 
-@pytest.mark.slow(60)
+@pytest.mark.slow(25)
 def test_finetune_job_on_a_label_fraction_from_a_head_layer(run, tmp_path, tiny_eval_config, setup):
     config = tiny_eval_config(run, "finetune", label_fraction=0.1, ft_proj_selector=1)
     results = finetune_lib.run(config, str(tmp_path))

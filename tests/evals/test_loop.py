@@ -79,7 +79,7 @@ def _assert_same_end(a: Path, b: Path) -> None:
     ("linear_eval", (), "sigterm"),
     ("finetune", ("--config.label_fraction=0.2",), "kill"),
 ])
-@pytest.mark.slow(80)
+@pytest.mark.slow(45)
 def test_an_interrupted_job_resumes_to_the_uninterrupted_result(pretrained_run, tmp_path, job,
                                                                 flags, interrupt):
     straight, cut = tmp_path / "straight", tmp_path / "cut"

@@ -48,7 +48,7 @@ def _kill(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-@pytest.mark.slow(240)
+@pytest.mark.slow(110)
 def test_lost_worker_ends_a_waiting_eval_job_and_the_rerun_goes_on(tmp_path, tfds_dir,
                                                                     pretrained_run):
     run = tmp_path / "run"

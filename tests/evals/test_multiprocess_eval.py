@@ -89,7 +89,7 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b))) / scale
 
 
-@pytest.mark.slow(180)
+@pytest.mark.slow(125)
 def test_two_processes_evaluate_as_one(tmp_path, sharded_digits, pretrained_run):
     resume = 3
     two = _run(tmp_path / "two.npz", sharded_digits, pretrained_run, num=2, devices=2,

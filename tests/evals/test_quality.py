@@ -14,7 +14,7 @@ from simclr_jax.evals import jobs, linear_eval_lib, pretrained, weighted_knn
 MARGIN = 0.15  # absolute top-1; the measured gap is several times larger (see README)
 
 
-@pytest.mark.slow(120)
+@pytest.mark.slow(55)
 def test_pretrained_encoder_beats_random_init_by_a_clear_margin(tmp_path, tfds_dir, tiny_config):
     pre = tiny_config(batch_size=128, num_train_steps=100, checkpoint_every_steps=100,
                       log_every_steps=50, proj_out_dim=32)

@@ -32,7 +32,7 @@ def tiny_experiment(tiny_config) -> dict:
             "plot": {"kind": "bars"}, "bar_metrics": ["knn_h", "knn_z"]}
 
 
-@pytest.mark.slow(140)
+@pytest.mark.slow(60)
 def test_tiny_sweep_writes_tables_and_plot_then_resumes(tmp_path, tiny_experiment):
     log: list[str] = []
     rows = sweep_lib.run_sweep(tiny_experiment, str(tmp_path), log=log.append)

@@ -107,7 +107,7 @@ def test_paper_expands_to_the_tfds_datasets():
     assert "voc/2007" in names and "oxford_flowers102" in names
 
 
-@pytest.mark.slow(90)
+@pytest.mark.slow(39)
 def test_command_on_the_digits_default(pretrained_run, tmp_path, run_job, error_lines):
     """As a user runs it: the tiny pretraining run, both protocols on the digits; then a
     folder without test/ fails with one error line and the digits results kept; the plot."""

@@ -26,7 +26,7 @@ def _start(workdir: Path, tfds_dir: str) -> subprocess.Popen:
         start_new_session=True)
 
 
-@pytest.mark.slow(80)
+@pytest.mark.slow(30)
 def test_sigterm_stops_the_path_and_the_rerun_resumes_it(tmp_path, tfds_dir):
     workdir = tmp_path / "w"
     path_json = workdir / "sklearn_digits" / "linear" / "path.json"
