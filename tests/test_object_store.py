@@ -222,7 +222,7 @@ def test_workdir_and_images_on_a_bucket_pretrain_resume_evaluate_and_plot(
     prepared = Path(tfds_dir) / "sklearn_digits"
     for path in sorted(p for p in prepared.rglob("*") if p.is_file()):
         bucket.put(f"tfds/{path.relative_to(tfds_dir)}", path.read_bytes())
-    for attempt in range(2):  # after the emulator's race a user reruns: the job resumes
+    for _ in range(2):  # after the emulator's race a user reruns: the job resumes
         linear = start("linear_eval", f"--config.pretrained={run}",
                        f"--workdir=gs://{BUCKET}/lin", f"--config.data_dir=gs://{BUCKET}/tfds",
                        *EVAL_FLAGS, env=env)
